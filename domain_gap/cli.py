@@ -1,0 +1,103 @@
+"""Command line: ``domain-gap sample | export-onnx | analyze | demo``.
+
+Each command is a thin shell around one library function; errors become one clear line on
+stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Explain why a segmentation model drops on another domain.",
+    pretty_exceptions_enable=False,
+)
+
+
+def _clear_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn expected failures (bad config, bad data, bad checkpoint) into one-line errors."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, FileNotFoundError, PermissionError, KeyError, RuntimeError) as exc:
+            message = str(exc).strip() or type(exc).__name__
+            typer.echo(f"error: {message}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.command()
+@_clear_errors
+def sample(
+    out: Annotated[Path, typer.Option(help="Folder to write the synthetic domains into.")],
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same files.")] = 0,
+    size: Annotated[str, typer.Option(help="'demo' (a few hundred images) or 'test' (tiny).")] = "demo",
+) -> None:
+    """Write the built-in SYNTHETIC sample in the Cityscapes and KITTI on-disk layouts."""
+    from domain_gap.data.sample import write_sample
+
+    summary = write_sample(out, seed=seed, size=size)
+    for domain, counts in summary.items():
+        typer.echo(f"{domain}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+
+
+@app.command("export-onnx")
+@_clear_errors
+def export_onnx(
+    checkpoint: Annotated[Path, typer.Option(help="VainF-style or domain-gap checkpoint (.pt/.pth).")],
+    out: Annotated[Path, typer.Option(help="Where to write the .onnx file.")],
+    arch: Annotated[str | None, typer.Option(help="Architecture; default: from the checkpoint.")] = None,
+    height: Annotated[int, typer.Option(help="Input height the model is traced at.")] = 256,
+    width: Annotated[int, typer.Option(help="Input width the model is traced at.")] = 512,
+    num_classes: Annotated[int, typer.Option(help="Classes of the classifier.")] = 19,
+    output_stride: Annotated[int, typer.Option(help="8 or 16.")] = 16,
+) -> None:
+    """Export a checkpoint to ONNX (logits + embedding outputs) and check parity."""
+    from models.export import export_checkpoint
+
+    report = export_checkpoint(
+        checkpoint, out, arch=arch, height=height, width=width,
+        num_classes=num_classes, output_stride=output_stride,
+    )
+    typer.echo(f"wrote {out} (max |onnx - torch| = {report['max_abs_diff']:.2e})")
+
+
+@app.command()
+@_clear_errors
+def analyze(
+    config: Annotated[Path, typer.Option(help="YAML config (see configs/sample.yaml).")],
+    out: Annotated[Path, typer.Option(help="Output folder for report.html, summary.json, samples.csv.")],
+) -> None:
+    """Measure the domain gap for the domains in CONFIG and write the report."""
+    from domain_gap.config import load_config
+    from domain_gap.pipeline import run_analysis
+
+    result = run_analysis(load_config(config), out)
+    typer.echo(f"report: {result['report']}")
+
+
+@app.command()
+@_clear_errors
+def demo(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("out/demo"),
+) -> None:
+    """Generate the built-in sample if needed, then analyse it with the demo model."""
+    from domain_gap.pipeline import run_demo
+
+    result = run_demo(out)
+    typer.echo(f"report: {result['report']}")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    sys.exit(app())

@@ -1,0 +1,178 @@
+"""One validated config file: schema, load, validate.
+
+Every setting of the toolkit lives here. Unknown keys, wrong types and missing required
+fields raise :class:`ConfigError` naming the file, the key path and what was expected.
+Relative paths are resolved against the config file's folder; ``gs://`` roots are kept.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "sample.yaml"
+
+
+class ConfigError(ValueError):
+    """The config file is missing, unreadable or invalid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Triple = Annotated[tuple[float, float, float], Field(description="per-channel RGB value")]
+
+
+class ImageConfig(_Strict):
+    """Model input geometry and normalisation."""
+
+    height: int = Field(256, gt=0)
+    width: int = Field(512, gt=0)
+    resize: Literal["pad", "crop", "stretch"] = "pad"
+    """pad: keep aspect, fit inside and pad with void; crop: keep aspect, fill and centre-crop;
+    stretch: ignore aspect (never the silent default)."""
+    mean: Triple = (0.485, 0.456, 0.406)
+    std: Triple = (0.229, 0.224, 0.225)
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if min(v) <= 0:
+            raise ValueError("every std must be > 0")
+        return v
+
+
+class DomainConfig(_Strict):
+    """One dataset on disk or in a bucket, in its native layout."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: Literal["cityscapes", "kitti"]
+    root: str = Field(min_length=1)
+    """A local folder or ``gs://bucket/prefix`` holding the dataset's native layout."""
+    splits: list[str] = Field(min_length=1)
+    """Native split folders to read (Cityscapes: train/val/test; KITTI: training/testing)."""
+    unlabeled_root: str | None = None
+    """Optional folder of extra unlabeled frames (any ``*.png``/``*.jpg`` below it)."""
+    val_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    """For datasets without an official val split (KITTI): share of labelled frames held out."""
+    split_files: dict[Literal["train", "val"], str] | None = None
+    """Explicit subset lists (one sample path per line), overriding the seeded split."""
+    max_samples: int | None = Field(None, gt=0)
+    """Cap per subset, for quick runs."""
+
+
+class ModelConfig(_Strict):
+    """Which network to analyse and how to run it."""
+
+    checkpoint: str = "models/demo/deeplabv3plus_demo.pt"
+    onnx: str | None = "models/demo/deeplabv3plus_demo.onnx"
+    arch: str | None = None
+    """Architecture name; None reads it from the checkpoint's model card."""
+    num_classes: int = Field(19, gt=0)
+    output_stride: Literal[8, 16] = 16
+    tap: Literal["aspp", "decoder"] = "aspp"
+    """Feature map pooled into the per-image embedding."""
+    batch_size: int = Field(8, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class AnalysisConfig(_Strict):
+    """Statistics settings."""
+
+    source: str | None = None
+    """Name of the source domain; defaults to the first domain."""
+    subset: Literal["train", "val", "all"] = "val"
+    permutations: int = Field(500, ge=19)
+    bootstrap: int = Field(200, ge=10)
+    clusters: int = Field(8, ge=2)
+    max_dim: int = Field(64, ge=2)
+    """Fréchet distance is computed in at most this many PCA dimensions (and < N)."""
+    alpha: float = Field(0.05, gt=0, lt=1)
+
+
+class Config(_Strict):
+    """The whole toolkit configuration."""
+
+    seed: int = 0
+    image: ImageConfig = ImageConfig()
+    domains: list[DomainConfig] = Field(min_length=1)
+    model: ModelConfig = ModelConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
+    cache_dir: str = ".cache/domain-gap"
+    base_dir: str = "."
+    """Folder that relative paths are resolved against (set to the config file's folder)."""
+
+    @model_validator(mode="after")
+    def _check_domains(self) -> Config:
+        names = [d.name for d in self.domains]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"domain names must be unique, repeated: {sorted(dup)}")
+        if self.analysis.source is not None and self.analysis.source not in names:
+            raise ValueError(f"analysis.source {self.analysis.source!r} is not one of {names}")
+        return self
+
+    @property
+    def source_domain(self) -> str:
+        return self.analysis.source or self.domains[0].name
+
+    def domain(self, name: str) -> DomainConfig:
+        for d in self.domains:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+    def resolve(self, path: str | None) -> str | None:
+        """Resolve a path from the config: gs:// unchanged, relative → against base_dir."""
+        if path is None or path.startswith("gs://"):
+            return path
+        p = Path(path).expanduser()
+        return str(p if p.is_absolute() else (Path(self.base_dir) / p).resolve())
+
+
+def _format_errors(source: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]).lstrip(".")
+        kind = e["type"]
+        if kind == "extra_forbidden":
+            msg = "unknown key"
+        elif kind == "missing":
+            msg = "required key is missing"
+        else:
+            msg = e["msg"]
+            if "input" in e and not isinstance(e["input"], dict | list):
+                msg += f" (got {e['input']!r})"
+        lines.append(f"{source}: {loc or '<root>'}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: object, source: str = "<config>", base_dir: str | Path = ".") -> Config:
+    """Validate a mapping (as read from YAML) into a :class:`Config`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    data = dict(data)
+    data.setdefault("base_dir", str(base_dir))
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(source, err)) from None
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read and validate a YAML config; ``None`` loads the shipped sample config."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(data, source=str(path), base_dir=path.resolve().parent)
