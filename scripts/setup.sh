@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set up .venv from poetry.lock with pip (idempotent: a second run with the same lock is instant).
+# Poetry is installed into the venv to run the scripts (`poetry run ...`); pip does the installing
+# because poetry's default source cannot be reached from every network.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+"$PYTHON" - <<'PY' || { echo "error: Python 3.11 is required (torch 2.14.1 wheels are cp311)" >&2; exit 2; }
+import sys
+sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)
+PY
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+stamp=.venv/.installed
+want=$(cat poetry.lock pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+
+echo "setting up .venv from poetry.lock (first run: a few minutes)"
+req=.venv/requirements.lock.txt
+.venv/bin/python scripts/lock_tools.py requirements poetry.lock > "$req"
+.venv/bin/python -m pip install --quiet --upgrade "pip>=24.2"
+.venv/bin/python -m pip install --quiet -r "$req"
+.venv/bin/python -m pip install --quiet -c "$req" "poetry==2.5.1"
+.venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e . \
+  || .venv/bin/python -m pip install --quiet --no-deps -e .
+echo "$want" > "$stamp"
+echo "setup done"
