@@ -1,0 +1,401 @@
+"""One streaming pass per domain: model outputs, per-sample metrics and metadata, cached.
+
+For every sample the pass records the per-image embedding (the configured tap), per-class
+embeddings under the ground truth, loss, IoUs, pixel accuracy, the confusion matrix, the mean
+class-probability vector (BBSD), predicted class fractions, a small predicted mask for
+thumbnails and the metadata. Every number comes from the same pure ``domain_gap`` functions the
+Tensorleap binder registers (encoders, metrics, metadata); this module only wires them to the
+model and the cache.
+
+Memory is bounded: images are streamed one batch at a time and dropped. What scales with N is
+only the per-sample vectors held in :class:`Features`: about ``d * 4 + 19 * d * 2 + 19 * 19 * 8``
+bytes per sample (≈ 14 KB at d = 256), plus the metadata fields.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from domain_gap.analysis.cache import FeatureCache
+from domain_gap.config import Config
+from domain_gap.encoders import normalize_image
+from domain_gap.labels import IGNORE_INDEX
+from domain_gap.metadata import compute_metadata
+from domain_gap.metrics import (
+    class_pixel_fractions,
+    confusion_matrices,
+    per_class_iou,
+    pixel_accuracy,
+    predict,
+    sample_loss,
+    sample_miou,
+    softmax,
+)
+
+PRED_STRIDE = 4
+"""The cached predicted mask keeps every 4th pixel (nearest), enough for report thumbnails."""
+
+RECORD_FIELDS = (
+    "embedding",
+    "class_emb",
+    "class_counts",
+    "loss",
+    "miou",
+    "class_iou",
+    "pixel_acc",
+    "confusion",
+    "prob_mean",
+    "pred_frac",
+    "pred_small",
+    "labelled",
+    "metadata",
+)
+"""Arrays stored in one cache shard (plus ``sample_id`` and ``cache_version``)."""
+
+
+class ExtractionError(ValueError):
+    """The model or data cannot be run as configured."""
+
+
+class Runner(Protocol):
+    """A model that maps a normalised batch and its labels to arrays (see :class:`TorchRunner`)."""
+
+    def __call__(self, x: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+        """``x`` (B,3,H,W) float32, ``labels`` (B,H,W) uint8 → ``logits`` (B,C,H,W),
+        ``embedding`` (B,d), ``class_emb`` (B,C,d), ``class_counts`` (B,C)."""
+        ...
+
+
+@dataclass
+class Features:
+    """Per-sample records of one or more domains, row-aligned (row i = ``sample_ids[i]``)."""
+
+    sample_ids: np.ndarray
+    domains: np.ndarray
+    subsets: np.ndarray
+    embeddings: np.ndarray
+    """(N, d) float32 image embeddings from the configured tap."""
+    class_emb: np.ndarray
+    """(N, C, d) float16 mean feature of each ground-truth class (NaN where absent)."""
+    class_counts: np.ndarray
+    """(N, C) feature-map cells of each class behind ``class_emb``."""
+    loss: np.ndarray
+    miou: np.ndarray
+    class_iou: np.ndarray
+    """(N, C) per-class IoU, NaN where a class is in neither ground truth nor prediction."""
+    pixel_acc: np.ndarray
+    confusion: np.ndarray
+    """(N, C, C) int64 confusion matrices (rows = ground truth), for dataset-level IoU."""
+    prob_mean: np.ndarray
+    """(N, C) mean softmax probability over the valid (unpadded) pixels."""
+    pred_frac: np.ndarray
+    """(N, C + 1) share of input pixels predicted as each class; last column = padding."""
+    labelled: np.ndarray
+    """(N,) bool: the sample has a ground-truth label (otherwise loss/IoU are NaN)."""
+    metadata: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per-sample metadata fields: float64 arrays for numbers, str arrays otherwise."""
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+    def take(self, index: np.ndarray | Sequence[int]) -> Features:
+        """Rows ``index`` (indices or a boolean mask) as a new :class:`Features`."""
+        idx = np.asarray(index)
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "metadata"}
+        return Features(
+            **{name: arr[idx] for name, arr in values.items()},
+            metadata={k: v[idx] for k, v in self.metadata.items()},
+        )
+
+    def domain(self, name: str) -> Features:
+        """The rows of one domain."""
+        return self.take(self.domains == name)
+
+    @staticmethod
+    def concat(parts: Sequence[Features]) -> Features:
+        """Stack several :class:`Features` row-wise (metadata fields are unioned)."""
+        if not parts:
+            raise ValueError("Features.concat: nothing to concatenate")
+        names = [f.name for f in fields(Features) if f.name != "metadata"]
+        stacked = {n: np.concatenate([getattr(p, n) for p in parts]) for n in names}
+        keys = sorted({k for p in parts for k in p.metadata})
+        meta = {}
+        for key in keys:
+            cols = [p.metadata.get(key, np.full(len(p), np.nan)) for p in parts]
+            if all(c.dtype.kind == "f" for c in cols):
+                meta[key] = np.concatenate(cols)
+            else:
+                meta[key] = np.concatenate([c.astype(str) for c in cols])
+        return Features(**stacked, metadata=meta)
+
+
+def metadata_columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """Per-sample metadata dicts → columns: float64 where every value is a number, else str.
+
+    Booleans count as numbers (0/1). A field missing from a row is NaN (numeric column) or ""
+    (text column).
+    """
+    keys = sorted({k for row in rows for k in row})
+    columns: dict[str, np.ndarray] = {}
+    for key in keys:
+        values = [row.get(key) for row in rows]
+        present = [v for v in values if v is not None]
+        if all(isinstance(v, int | float | np.number | np.bool_) for v in present):
+            columns[key] = np.array([np.nan if v is None else float(v) for v in values])
+        else:
+            columns[key] = np.array(["" if v is None else str(v) for v in values], dtype=str)
+    return columns
+
+
+class TorchRunner:
+    """Runs a ``models`` segmentation network under ``torch.inference_mode``."""
+
+    def __init__(self, model: Any, device: Any, tap: str, num_classes: int) -> None:
+        self.model = model
+        self.device = device
+        self.tap = tap
+        self.num_classes = num_classes
+
+    def __call__(self, x: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        from models import class_embeddings, image_embedding
+
+        with torch.inference_mode():
+            taps = self.model.forward_taps(torch.from_numpy(x).to(self.device))
+            if self.tap not in taps:
+                raise ExtractionError(f"model has no tap {self.tap!r}; taps: {sorted(taps)}")
+            emb = image_embedding(taps, self.tap)
+            y = torch.from_numpy(labels.astype(np.int64)).to(self.device)
+            cls_emb, counts = class_embeddings(taps[self.tap], y, self.num_classes)
+            return {
+                "logits": _numpy(taps["logits"]),
+                "embedding": _numpy(emb),
+                "class_emb": _numpy(cls_emb),
+                "class_counts": _numpy(counts),
+            }
+
+
+def _numpy(t: Any) -> np.ndarray:
+    if isinstance(t, np.ndarray):
+        return t
+    return t.detach().float().cpu().numpy() if t.is_floating_point() else t.cpu().numpy()
+
+
+def load_runner(config: Config, cache: FeatureCache | None = None) -> TorchRunner:
+    """Load the configured checkpoint on the configured device; write its card next to the cache.
+
+    Raises :class:`ExtractionError` (one line) when the checkpoint is missing or unusable.
+    """
+    import torch
+
+    from models import load_checkpoint, select_device
+
+    torch.set_grad_enabled(False)
+    path = Path(config.resolve(config.model.checkpoint) or "")
+    if not path.is_file():
+        raise ExtractionError(f"{path}: model checkpoint not found (config model.checkpoint)")
+    try:
+        model, card = load_checkpoint(path, arch=config.model.arch)
+    except (FileNotFoundError, KeyError) as exc:
+        raise ExtractionError(f"{path}: cannot load checkpoint ({exc})") from None
+    device = select_device(config.model.device)
+    model = model.to(device).eval()
+    if cache is not None:
+        write_model_card(cache, card)
+    return TorchRunner(model, device, config.model.tap, config.model.num_classes)
+
+
+def write_model_card(cache: FeatureCache, card: Any) -> None:
+    """Keep the checkpoint's card beside its shards so cached reruns can report it."""
+    card_dict = card if isinstance(card, dict) else getattr(card, "__dict__", {"card": str(card)})
+    cache.root.mkdir(parents=True, exist_ok=True)
+    path = cache.root / "model.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(card_dict, default=str, indent=1, sort_keys=True))
+    tmp.replace(path)
+
+
+def read_model_card(cache: FeatureCache) -> dict[str, Any]:
+    """The card written by :func:`write_model_card`, or {} when the model was never loaded."""
+    try:
+        return json.loads((cache.root / "model.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def compute_records(
+    runner: Runner, prepared: Sequence[Any], config: Config
+) -> list[dict[str, np.ndarray]]:
+    """Run one batch of ``PreparedSample`` through the model and the pure functions.
+
+    Returns one dict of arrays per sample (the shard content, see :data:`RECORD_FIELDS`).
+    """
+    num_classes = config.model.num_classes
+    images = np.stack([p.image for p in prepared])
+    valid = np.stack([np.asarray(p.valid, dtype=bool) for p in prepared])
+    labelled = np.array([p.label is not None for p in prepared])
+    labels = np.stack(
+        [
+            p.label if p.label is not None else np.full(images.shape[1:3], IGNORE_INDEX, np.uint8)
+            for p in prepared
+        ]
+    ).astype(np.uint8)
+    x = normalize_image(images, config.image.mean, config.image.std)
+    out = runner(x, labels)
+    logits = out["logits"].astype(np.float32, copy=False)
+    if logits.shape[2:] != labels.shape[1:]:
+        raise ExtractionError(
+            f"model logits are {logits.shape[2:]}, expected the input size {labels.shape[1:]}"
+        )
+    loss = sample_loss(logits, labels).astype(np.float64)
+    pred = predict(logits)
+    cm = confusion_matrices(pred, labels, num_classes)
+    class_iou = per_class_iou(cm)
+    miou = sample_miou(cm)
+    acc = pixel_accuracy(cm)
+    probs = softmax(logits)
+    n_valid = np.maximum(valid.reshape(len(prepared), -1).sum(axis=1), 1)
+    prob_mean = (probs * valid[:, None]).sum(axis=(2, 3)) / n_valid[:, None]
+    del probs
+    pred_frac = class_pixel_fractions(np.where(valid, pred, IGNORE_INDEX), num_classes)
+
+    records = []
+    for i, p in enumerate(prepared):
+        rec = p.record
+        meta = compute_metadata(
+            p.image,
+            p.label,
+            p.valid,
+            domain=rec.domain,
+            group=rec.group,
+            file_name=rec.file_name,
+            orig_hw=p.orig_hw,
+            vehicle=p.vehicle,
+        )
+        nan_if_unlabelled = (lambda v: v) if labelled[i] else (lambda v: np.full_like(v, np.nan))
+        records.append(
+            {
+                "embedding": out["embedding"][i].astype(np.float32),
+                "class_emb": out["class_emb"][i].astype(np.float16),
+                "class_counts": out["class_counts"][i].astype(np.int64),
+                "loss": nan_if_unlabelled(np.asarray(loss[i])),
+                "miou": np.asarray(miou[i], dtype=np.float64),
+                "class_iou": class_iou[i].astype(np.float64),
+                "pixel_acc": np.asarray(acc[i], dtype=np.float64),
+                "confusion": cm[i],
+                "prob_mean": prob_mean[i].astype(np.float64),
+                "pred_frac": pred_frac[i].astype(np.float64),
+                "pred_small": np.where(valid[i], pred[i], IGNORE_INDEX)[
+                    ::PRED_STRIDE, ::PRED_STRIDE
+                ].astype(np.uint8),
+                "labelled": np.asarray(bool(labelled[i])),
+                "metadata": np.asarray(json.dumps(_jsonable(meta), sort_keys=True)),
+            }
+        )
+    return records
+
+
+def _jsonable(meta: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in meta.items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None if math.isnan(value) else value
+        out[key] = value
+    return out
+
+
+def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def extract_domain(
+    config: Config,
+    dataset: Any,
+    domain: str,
+    subset: str | None,
+    *,
+    runner: Runner | None = None,
+    cache: FeatureCache | None = None,
+    progress: bool = True,
+) -> Features:
+    """Records of one domain's subset (``None`` = all), computing only what the cache lacks.
+
+    ``runner`` defaults to the configured checkpoint, loaded only when some sample is missing
+    from the cache. Each batch is written to the cache before the next one starts, so an
+    interrupted pass resumes where it stopped.
+    """
+    cache = cache or FeatureCache.for_config(config)
+    records = list(dataset.select(domain=domain, subset=subset))
+    if not records:
+        raise ExtractionError(f"domain {domain!r} has no samples in subset {subset or 'all'!r}")
+    source = config.resolve(config.domain(domain).root) or ""
+    shards = [_drop_mask(cache.load(domain, r.sample_id, source, RECORD_FIELDS)) for r in records]
+    missing = [i for i, s in enumerate(shards) if s is None]
+    if missing:
+        runner = runner or load_runner(config, cache)
+        bar = tqdm(total=len(missing), desc=f"extract {domain}", unit="img", disable=not progress)
+        with bar:
+            for chunk in _batches(missing, config.model.batch_size):
+                prepared = [dataset.prepare(records[i]) for i in chunk]
+                computed = compute_records(runner, prepared, config)
+                del prepared
+                for i, arrays in zip(chunk, computed, strict=True):
+                    cache.save(domain, records[i].sample_id, arrays, source)
+                    shards[i] = _drop_mask(arrays)
+                bar.update(len(chunk))
+    return _assemble(records, [s for s in shards if s is not None])
+
+
+def _drop_mask(shard: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
+    """Features never hold the predicted masks (read back on demand for thumbnails)."""
+    if shard is not None:
+        shard.pop("pred_small", None)
+    return shard
+
+
+def _assemble(records: Sequence[Any], shards: Sequence[Mapping[str, np.ndarray]]) -> Features:
+    def stack(name: str, dtype: Any = None) -> np.ndarray:
+        return np.stack([np.asarray(s[name], dtype=dtype) for s in shards])
+
+    meta_rows = [json.loads(str(s["metadata"])) for s in shards]
+    return Features(
+        sample_ids=np.array([r.sample_id for r in records], dtype=str),
+        domains=np.array([r.domain for r in records], dtype=str),
+        subsets=np.array([r.subset for r in records], dtype=str),
+        embeddings=stack("embedding", np.float32),
+        class_emb=stack("class_emb", np.float16),
+        class_counts=stack("class_counts", np.int64),
+        loss=stack("loss", np.float64),
+        miou=stack("miou", np.float64),
+        class_iou=stack("class_iou", np.float64),
+        pixel_acc=stack("pixel_acc", np.float64),
+        confusion=stack("confusion", np.int64),
+        prob_mean=stack("prob_mean", np.float64),
+        pred_frac=stack("pred_frac", np.float64),
+        labelled=stack("labelled", bool),
+        metadata=metadata_columns(meta_rows),
+    )
+
+
+def load_predictions(
+    config: Config, cache: FeatureCache, records: Sequence[Any]
+) -> list[np.ndarray | None]:
+    """The small cached predicted masks (every :data:`PRED_STRIDE`-th pixel) of ``records``."""
+    out: list[np.ndarray | None] = []
+    for r in records:
+        source = config.resolve(config.domain(r.domain).root) or ""
+        shard = cache.load(r.domain, r.sample_id, source, ("pred_small",))
+        out.append(None if shard is None else shard["pred_small"])
+    return out
