@@ -1,0 +1,186 @@
+"""ONNX export: input ``image`` (B,3,H,W) → outputs ``logits`` (B,C,H,W) and ``embedding`` (B,d).
+
+The embedding output is exactly :func:`models.embeddings.image_embedding` of the chosen tap,
+so Tensorleap (which runs the ONNX file) and the local engine (which runs torch) agree.
+:func:`export_checkpoint` checks that agreement with onnxruntime and refuses a worse file.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.checkpoint import load_checkpoint
+from models.deeplab import DeepLabV3Plus
+from models.embeddings import image_embedding
+from models.files import atomic_path
+
+__all__ = [
+    "OPSET",
+    "PARITY_TOLERANCE",
+    "ExportError",
+    "export_checkpoint",
+    "export_onnx",
+    "onnx_parity",
+]
+
+OPSET = 17
+PARITY_TOLERANCE = 1e-4
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("logits", "embedding")
+
+
+class ExportError(RuntimeError):
+    """The ONNX export failed or its outputs differ from torch beyond the tolerance."""
+
+
+class _LogitsAndEmbedding(nn.Module):
+    """Wrap a model so that ``forward`` returns ``(logits, image_embedding(taps, tap))``."""
+
+    def __init__(self, model: DeepLabV3Plus, tap: str) -> None:
+        super().__init__()
+        self.model = model
+        self.tap = tap
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        taps = self.model.forward_taps(image)
+        return taps["logits"], image_embedding(taps, self.tap)
+
+
+def export_onnx(
+    model: DeepLabV3Plus,
+    out_path: str | Path,
+    height: int,
+    width: int,
+    tap: str = "aspp",
+    metadata: dict[str, str] | None = None,
+) -> Path:
+    """Trace ``model`` at ``height`` x ``width`` (batch axis dynamic) and write ONNX atomically.
+
+    The file's metadata records arch, num_classes, output stride, tap and input size, plus any
+    ``metadata`` given (e.g. the normalisation mean/std).
+    """
+    import onnx
+
+    if height < 32 or width < 32:
+        raise ValueError(f"height/width: expected at least 32 pixels, got {height}x{width}")
+    wrapper = _LogitsAndEmbedding(model, tap).eval().cpu()
+    dummy = torch.zeros(1, 3, height, width)
+    dynamic = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
+    info = model.info
+    props = {
+        "arch": info.arch,
+        "num_classes": str(info.num_classes),
+        "output_stride": str(info.output_stride),
+        "head_channels": str(info.head_channels),
+        "embedding_tap": tap,
+        "input_height": str(height),
+        "input_width": str(width),
+        **(metadata or {}),
+    }
+    out_path = Path(out_path)
+    with atomic_path(out_path) as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer notices
+            torch.onnx.export(
+                wrapper,
+                (dummy,),
+                str(tmp),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=[INPUT_NAME],
+                output_names=list(OUTPUT_NAMES),
+                dynamic_axes=dynamic,
+                do_constant_folding=True,
+            )
+        proto = onnx.load(str(tmp))
+        onnx.checker.check_model(proto)
+        del proto.metadata_props[:]
+        for key, value in props.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, str(value)
+        onnx.save(proto, str(tmp))
+    return out_path
+
+
+def onnx_parity(
+    model: DeepLabV3Plus, onnx_path: str | Path, images: np.ndarray, tap: str = "aspp"
+) -> dict[str, float]:
+    """Max |onnxruntime - torch| on ``logits`` and ``embedding`` for a batch of inputs."""
+    import onnxruntime as ort
+
+    x = np.ascontiguousarray(images, dtype=np.float32)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(
+        str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    onnx_logits, onnx_emb = session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
+    model.eval()
+    with torch.inference_mode():
+        taps = model.cpu().forward_taps(torch.from_numpy(x))
+        logits = taps["logits"].numpy()
+        emb = image_embedding(taps, tap).numpy()
+    if onnx_logits.shape != logits.shape or onnx_emb.shape != emb.shape:
+        raise ExportError(
+            f"{onnx_path}: ONNX output shapes {onnx_logits.shape}, {onnx_emb.shape} differ from "
+            f"torch {logits.shape}, {emb.shape}"
+        )
+    d_logits = float(np.abs(onnx_logits - logits).max())
+    d_emb = float(np.abs(onnx_emb - emb).max())
+    return {
+        "logits_max_abs_diff": d_logits,
+        "embedding_max_abs_diff": d_emb,
+        "max_abs_diff": max(d_logits, d_emb),
+    }
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    out: str | Path,
+    arch: str | None = None,
+    height: int = 256,
+    width: int = 512,
+    num_classes: int = 19,
+    output_stride: int = 16,
+    tap: str = "aspp",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Load a checkpoint, export it to ONNX and check onnxruntime against torch.
+
+    Parity is measured on a seeded batch of 2 normal-noise images; above
+    :data:`PARITY_TOLERANCE` the new file is removed and :class:`ExportError` raised.
+    """
+    model, card = load_checkpoint(checkpoint, arch, num_classes, output_stride)
+    metadata = {"checkpoint": Path(checkpoint).name}
+    image = card.get("image") or {}
+    for key in ("mean", "std"):
+        if key in image:
+            metadata[f"input_{key}"] = ",".join(f"{float(v):.6g}" for v in image[key])
+    out = Path(out)
+    export_onnx(model, out, height, width, tap, metadata)
+    images = np.random.default_rng(seed).standard_normal((2, 3, height, width), dtype=np.float32)
+    parity = onnx_parity(model, out, images, tap)
+    if not parity["max_abs_diff"] <= PARITY_TOLERANCE:
+        out.unlink(missing_ok=True)
+        raise ExportError(
+            f"{out}: ONNX differs from torch by {parity['max_abs_diff']:.3g} "
+            f"(logits {parity['logits_max_abs_diff']:.3g}, embedding "
+            f"{parity['embedding_max_abs_diff']:.3g}); tolerance {PARITY_TOLERANCE}; "
+            f"file removed"
+        )
+    return {
+        "path": str(out),
+        "arch": card["arch"],
+        "tap": tap,
+        "height": height,
+        "width": width,
+        "embedding_dim": model.tap_channels()[tap],
+        "tolerance": PARITY_TOLERANCE,
+        **parity,
+    }
