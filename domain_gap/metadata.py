@@ -267,12 +267,15 @@ def compute_metadata(
     file_name: str,
     orig_hw: tuple[int, int],
     vehicle: Mapping[str, object] | None = None,
+    vehicle_keys: Iterable[str] | None = None,
 ) -> dict[str, float | str]:
     """All metadata of one sample as a flat JSON-friendly dict (see :func:`metadata_keys`).
 
     ``image`` is the model-input-sized uint8 RGB image, ``label`` its trainIds (None when
     unlabeled: label fields are NaN), ``valid`` the mask of real (non-padding) pixels and
-    ``orig_hw`` the size before resizing. Vehicle fields appear only for keys in ``vehicle``.
+    ``orig_hw`` the size before resizing. Vehicle fields appear only for keys in ``vehicle``;
+    pass ``vehicle_keys`` for a fixed set across samples (NaN where a sample lacks one), as
+    the Tensorleap binder needs.
     """
     h, w = (int(v) for v in orig_hw)
     if h <= 0 or w <= 0:
@@ -290,5 +293,5 @@ def compute_metadata(
     if label is not None and np.asarray(label).shape != img_hw:
         raise ValueError(f"label: shape {np.asarray(label).shape} does not match image {img_hw}")
     out.update(label_metadata(label, valid))
-    out.update(vehicle_metadata(vehicle))
+    out.update(vehicle_metadata(vehicle, vehicle_keys))
     return out

@@ -23,6 +23,7 @@ __all__ = [
     "loss_heatmap",
     "mask_for_leap",
     "overlay",
+    "to_uint8",
 ]
 
 CORRECT_COLOR = np.array([0, 190, 0], dtype=np.uint8)
@@ -77,6 +78,20 @@ def _colormap(values01: np.ndarray, cmap: int) -> np.ndarray:
     v = np.nan_to_num(np.asarray(values01, dtype=np.float64), nan=0.0, posinf=1.0, neginf=0.0)
     idx = np.rint(np.clip(v, 0.0, 1.0) * 255.0).astype(np.uint8)
     return cv2.cvtColor(cv2.applyColorMap(idx, cmap), cv2.COLOR_BGR2RGB)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """An image in [0, 1] (float, e.g. ``encoders.raw_image``) → uint8 (rounded, clipped).
+
+    uint8 input is returned as a copy. NaN becomes 0. Shape is kept.
+    """
+    img = np.asarray(image)
+    if img.dtype == np.uint8:
+        return img.copy()
+    if not np.issubdtype(img.dtype, np.floating):
+        raise ValueError(f"image: expected uint8 or float in [0, 1], got dtype {img.dtype}")
+    scaled = np.nan_to_num(img.astype(np.float64), nan=0.0, posinf=1.0, neginf=0.0) * 255.0
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
 def colorize(labels: np.ndarray) -> np.ndarray:

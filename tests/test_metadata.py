@@ -186,6 +186,20 @@ def test_compute_metadata_keys_types_and_no_mutation() -> None:
     assert math.isnan(unlabeled["frac_road"])
     assert not any(k.startswith("vehicle_") for k in unlabeled)
 
+    fixed = md.compute_metadata(
+        image,
+        None,
+        valid,
+        domain="kitti",
+        group="0001",
+        file_name="x.png",
+        orig_hw=(375, 1242),
+        vehicle={"speed": 7.0},
+        vehicle_keys=["speed", "yawRate"],
+    )
+    assert list(fixed) == md.metadata_keys(["speed", "yawRate"])
+    assert fixed["vehicle_speed"] == 7.0 and math.isnan(fixed["vehicle_yaw_rate"])
+
 
 @pytest.mark.parametrize(
     ("call", "message"),

@@ -144,3 +144,18 @@ def test_pure_modules_import_neither_torch_nor_code_loader() -> None:
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_to_uint8_scales_unit_floats_and_copies_uint8() -> None:
+    raw = np.array([[[0.0, 0.5, 1.0], [1.5, -0.2, np.nan]]], dtype=np.float32)
+    before = raw.copy()
+    out = vis.to_uint8(raw)
+    assert out.dtype == np.uint8 and out.shape == raw.shape
+    np.testing.assert_array_equal(out, [[[0, 128, 255], [255, 0, 0]]])
+    np.testing.assert_array_equal(raw, before)
+    img = _image()
+    copy = vis.to_uint8(img)
+    np.testing.assert_array_equal(copy, img)
+    assert copy is not img and not np.shares_memory(copy, img)
+    with pytest.raises(ValueError, match="dtype"):
+        vis.to_uint8(np.zeros((2, 2, 3), dtype=np.int32))
