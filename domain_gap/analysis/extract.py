@@ -84,9 +84,9 @@ class Features:
     embeddings: np.ndarray
     """(N, d) float32 image embeddings from the configured tap."""
     class_emb: np.ndarray
-    """(N, C, d) float16 mean feature of each ground-truth class (NaN where absent)."""
+    """(N, C, d) float16 mean tap feature inside each ground-truth class (zero where absent)."""
     class_counts: np.ndarray
-    """(N, C) feature-map cells of each class behind ``class_emb``."""
+    """(N, C) feature-map cells of each class behind ``class_emb``: use rows with counts > 0."""
     loss: np.ndarray
     miou: np.ndarray
     class_iou: np.ndarray
@@ -156,62 +156,47 @@ def metadata_columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]
 
 
 class TorchRunner:
-    """Runs a ``models`` segmentation network under ``torch.inference_mode``."""
+    """Runs a ``models`` segmentation network through ``models.run_batch`` (inference mode)."""
 
-    def __init__(self, model: Any, device: Any, tap: str, num_classes: int) -> None:
+    def __init__(self, model: Any, device: Any, tap: str) -> None:
         self.model = model
         self.device = device
         self.tap = tap
-        self.num_classes = num_classes
 
     def __call__(self, x: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-        import torch
+        from models import run_batch
 
-        from models import class_embeddings, image_embedding
-
-        with torch.inference_mode():
-            taps = self.model.forward_taps(torch.from_numpy(x).to(self.device))
-            if self.tap not in taps:
-                raise ExtractionError(f"model has no tap {self.tap!r}; taps: {sorted(taps)}")
-            emb = image_embedding(taps, self.tap)
-            y = torch.from_numpy(labels.astype(np.int64)).to(self.device)
-            cls_emb, counts = class_embeddings(taps[self.tap], y, self.num_classes)
-            return {
-                "logits": _numpy(taps["logits"]),
-                "embedding": _numpy(emb),
-                "class_emb": _numpy(cls_emb),
-                "class_counts": _numpy(counts),
-            }
-
-
-def _numpy(t: Any) -> np.ndarray:
-    if isinstance(t, np.ndarray):
-        return t
-    return t.detach().float().cpu().numpy() if t.is_floating_point() else t.cpu().numpy()
+        out = run_batch(self.model, x, self.device, self.tap, labels=labels)
+        return {
+            "logits": out["logits"],
+            "embedding": out["embedding"],
+            "class_emb": out["class_embedding"],
+            "class_counts": out["class_count"],
+        }
 
 
 def load_runner(config: Config, cache: FeatureCache | None = None) -> TorchRunner:
     """Load the configured checkpoint on the configured device; write its card next to the cache.
 
-    Raises :class:`ExtractionError` (one line) when the checkpoint is missing or unusable.
+    Raises :class:`ExtractionError` when the checkpoint is missing, ``models.CheckpointError``
+    (a ValueError) when it does not fit.
     """
-    import torch
-
     from models import load_checkpoint, select_device
 
-    torch.set_grad_enabled(False)
     path = Path(config.resolve(config.model.checkpoint) or "")
     if not path.is_file():
         raise ExtractionError(f"{path}: model checkpoint not found (config model.checkpoint)")
-    try:
-        model, card = load_checkpoint(path, arch=config.model.arch)
-    except (FileNotFoundError, KeyError) as exc:
-        raise ExtractionError(f"{path}: cannot load checkpoint ({exc})") from None
+    model, card = load_checkpoint(
+        path,
+        arch=config.model.arch,
+        num_classes=config.model.num_classes,
+        output_stride=config.model.output_stride,
+    )
     device = select_device(config.model.device)
     model = model.to(device).eval()
     if cache is not None:
         write_model_card(cache, card)
-    return TorchRunner(model, device, config.model.tap, config.model.num_classes)
+    return TorchRunner(model, device, config.model.tap)
 
 
 def write_model_card(cache: FeatureCache, card: Any) -> None:
