@@ -1,0 +1,251 @@
+"""The built-in SYNTHETIC sample: two procedural domains in the real Cityscapes and KITTI layouts.
+
+``write_sample(out_dir, seed, size)`` writes
+
+- ``cityscapes/``: ``leftImg8bit/{split}/{city}/{city}_{seq:06d}_{frame:06d}_leftImg8bit.png``,
+  ``gtFine/.../*_gtFine_labelIds.png`` and ``vehicle/.../*_vehicle.json`` for train and val, at
+  512x256 (a scaled Cityscapes frame): a dense city, mildly different per city;
+- ``kitti/``: ``training/image_2/{i:06d}_10.png`` + ``training/semantic/{i:06d}_10.png`` and
+  ``testing/image_2/{i:06d}_10.png`` (no labels), around 621x188 with the few-pixel size jitter
+  of real KITTI frames: a rural road, warmer, brighter and more contrasted;
+- ``README.md`` saying that all of it is synthetic.
+
+Same seed → byte-identical files (every frame has its own seed derived from the sample seed).
+Files are written atomically; a stamp makes a rerun over a complete sample return at once and
+lets an interrupted run resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from domain_gap.data.errors import DataError
+from domain_gap.data.scene import CITY, RURAL, Style, render_scene, vary_style
+
+SAMPLE_VERSION = 1
+"""Bump when the generator changes, so that stale samples are rewritten."""
+
+STAMP = ".domain-gap-sample.json"
+
+CITIES = {"train": ("aachen", "bremen", "zurich"), "val": ("frankfurt", "lindau")}
+"""Cityscapes-like cities per split (the val cities are unseen in training, as in Cityscapes)."""
+
+_CITY_GPS = {  # latitude, longitude, altitude (m) of each city centre
+    "aachen": (50.7753, 6.0839, 175.0),
+    "bremen": (53.0793, 8.8017, 12.0),
+    "zurich": (47.3769, 8.5417, 408.0),
+    "frankfurt": (50.1109, 8.6821, 112.0),
+    "lindau": (47.5460, 9.6840, 400.0),
+}
+
+CITYSCAPES_SIZE = (256, 512)  # height, width: Cityscapes 1024x2048 scaled by 1/4
+KITTI_SIZES = ((188, 621), (188, 620), (185, 612), (187, 619), (185, 613))
+"""Halved real KITTI frame sizes (1242x375, 1241x376, 1224x370, 1238x374, 1226x370)."""
+
+SIZES = {
+    "demo": {"cityscapes": {"train": 300, "val": 100}, "kitti": {"training": 200, "testing": 50}},
+    "test": {"cityscapes": {"train": 6, "val": 4}, "kitti": {"training": 8, "testing": 3}},
+}
+
+_DOMAIN_CODE = {"cityscapes": 1, "kitti": 2}
+_SPLIT_CODE = {"train": 1, "val": 2, "training": 3, "testing": 4}
+_CITY_FRAME = 19  # real Cityscapes annotates frame 19 of each 30-frame snippet
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """One frame to write: where its files go and how to draw it."""
+
+    domain: str
+    split: str
+    index: int
+    image: str
+    label: str | None
+    vehicle: str | None
+    city: str | None
+
+
+def _frames(counts: dict[str, dict[str, int]]) -> list[_Frame]:
+    frames = []
+    for split, n in counts["cityscapes"].items():
+        cities = CITIES[split]
+        for k in range(n):
+            city, seq = cities[k % len(cities)], k // len(cities)
+            stem = f"{city}_{seq:06d}_{_CITY_FRAME:06d}"
+            frames.append(
+                _Frame(
+                    "cityscapes",
+                    split,
+                    k,
+                    f"cityscapes/leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png",
+                    f"cityscapes/gtFine/{split}/{city}/{stem}_gtFine_labelIds.png",
+                    f"cityscapes/vehicle/{split}/{city}/{stem}_vehicle.json",
+                    city,
+                )
+            )
+    for split, n in counts["kitti"].items():
+        for k in range(n):
+            name = f"{k:06d}_10.png"
+            label = f"kitti/{split}/semantic/{name}" if split == "training" else None
+            frames.append(
+                _Frame("kitti", split, k, f"kitti/{split}/image_2/{name}", label, None, None)
+            )
+    return frames
+
+
+def _rng(seed: int, frame: _Frame, stream: int) -> np.random.Generator:
+    key = [seed, _DOMAIN_CODE[frame.domain], _SPLIT_CODE[frame.split], frame.index, stream]
+    return np.random.default_rng(np.random.SeedSequence(key))
+
+
+def city_style(seed: int, city: str) -> Style:
+    """The mild per-city variant of the Cityscapes-like style."""
+    all_cities = [c for split in CITIES.values() for c in split]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0, all_cities.index(city)]))
+    return vary_style(CITY, rng)
+
+
+def vehicle_record(rng: np.random.Generator, city: str) -> dict[str, float]:
+    """Plausible random Cityscapes vehicle metadata (same keys as ``*_vehicle.json``)."""
+    lat, lon, alt = _CITY_GPS[city]
+    return {
+        "gpsHeading": round(float(rng.uniform(0.0, 360.0)), 6),
+        "gpsLatitude": round(lat + float(rng.normal(0.0, 0.01)), 8),
+        "gpsLongitude": round(lon + float(rng.normal(0.0, 0.015)), 8),
+        "gpsAltitude": round(alt + float(rng.normal(0.0, 8.0)), 2),
+        "speed": round(float(np.clip(rng.gamma(2.0, 2.5), 0.0, 20.0)), 3),
+        "outsideTemperature": round(float(rng.normal(14.0, 6.0)), 1),
+        "yawRate": round(float(rng.normal(0.0, 0.05)), 5),
+    }
+
+
+def _encode_png(array: np.ndarray, source: str) -> bytes:
+    img = cv2.cvtColor(array, cv2.COLOR_RGB2BGR) if array.ndim == 3 else array
+    ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:  # pragma: no cover - OpenCV only fails on unsupported arrays
+        raise DataError(f"{source}: could not encode PNG")
+    return buf.tobytes()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file, so no partial file is ever seen."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write_frame(out: Path, frame: _Frame, seed: int) -> None:
+    rng = _rng(seed, frame, 0)
+    if frame.domain == "cityscapes":
+        height, width = CITYSCAPES_SIZE
+        style = city_style(seed, frame.city or "")
+    else:
+        height, width = KITTI_SIZES[int(rng.integers(len(KITTI_SIZES)))]
+        style = RURAL
+    image, label = render_scene(style, height, width, rng)
+    if frame.label is not None:
+        write_atomic(out / frame.label, _encode_png(label, str(out / frame.label)))
+    if frame.vehicle is not None:
+        record = vehicle_record(_rng(seed, frame, 1), frame.city or "")
+        write_atomic(out / frame.vehicle, (json.dumps(record, indent=4) + "\n").encode())
+    # The image last: its presence marks the frame complete when resuming.
+    write_atomic(out / frame.image, _encode_png(image, str(out / frame.image)))
+
+
+def _readme(seed: int, size: str, counts: dict[str, dict[str, int]]) -> str:
+    lines = [
+        "# SYNTHETIC sample data (not real Cityscapes or KITTI)",
+        "",
+        "Every image and label in this folder is SYNTHETIC: procedural street scenes generated "
+        f"by `domain-gap sample` (domain-gap sample generator v{SAMPLE_VERSION}, seed {seed}, "
+        f"size {size!r}). No real photograph of a street is included; surface textures come from "
+        "the scikit-image example images (gravel, brick, grass, moon).",
+        "",
+        "The two domains use the real on-disk layouts so the same loaders read real data:",
+        "",
+        "- `cityscapes/`: Cityscapes layout (`leftImg8bit/`, `gtFine/*_gtFine_labelIds.png`, "
+        "`vehicle/*_vehicle.json` with random plausible values), 512x256, cities "
+        + ", ".join(f"{split}: {'/'.join(c)}" for split, c in CITIES.items())
+        + ".",
+        "- `kitti/`: KITTI semantics layout (`training/image_2`, `training/semantic` with "
+        "Cityscapes labelIds, `testing/image_2` without labels), about 621x188 with a few "
+        "pixels of size jitter between frames.",
+        "",
+        "What differs between the domains (the synthetic domain gap):",
+        "",
+        "- content: the Cityscapes-like domain is a dense city (facades on both sides, many cars "
+        "and pedestrians, an ego-vehicle hood); the KITTI-like domain is a rural road with much "
+        "more vegetation and terrain and few buildings;",
+        "- colour: KITTI-like frames are warmer (yellow cast), brighter, more contrasted and "
+        "more saturated, mostly under clear skies; Cityscapes-like frames are muted and mostly "
+        "overcast, with a mild colour/brightness variation per city;",
+        "- camera: another resolution and aspect ratio (≈3.3:1 vs 2:1), a wider field of view "
+        "and a higher camera.",
+        "",
+        "The same Cityscapes classes occur in both domains, in different proportions. Counts:",
+        "",
+    ]
+    for domain, splits in counts.items():
+        lines.append(f"- {domain}: " + ", ".join(f"{k} {v}" for k, v in splits.items()))
+    return "\n".join(lines) + "\n"
+
+
+def _read_stamp(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def write_sample(
+    out_dir: str | Path, seed: int = 0, size: str = "demo", progress: bool = True
+) -> dict[str, dict[str, int]]:
+    """Write the synthetic sample into ``out_dir``; return ``{domain: {split: count}}``.
+
+    A complete sample with the same seed and size is left as is. A sample written earlier by
+    this function with other settings is replaced; other files in the way raise DataError.
+    """
+    if size not in SIZES:
+        raise DataError(f"sample size: expected one of {sorted(SIZES)}, got {size!r}")
+    if not isinstance(seed, int) or seed < 0:
+        raise DataError(f"sample seed: expected an integer >= 0, got {seed!r}")
+    out = Path(out_dir)
+    counts = SIZES[size]
+    params = {"generator": "domain-gap sample", "version": SAMPLE_VERSION, "seed": seed}
+    params["size"] = size
+    stamp_path = out / STAMP
+    stamp = _read_stamp(stamp_path)
+    same = stamp is not None and all(stamp.get(k) == v for k, v in params.items())
+    if same and stamp.get("complete") and (out / "README.md").exists():
+        return {domain: dict(splits) for domain, splits in counts.items()}
+    if stamp is not None and not same:
+        for sub in ("cityscapes", "kitti"):  # our own earlier output: replace it
+            shutil.rmtree(out / sub, ignore_errors=True)
+    elif stamp is None and any((out / sub).exists() for sub in ("cityscapes", "kitti")):
+        raise DataError(
+            f"{out}: holds cityscapes/ or kitti/ folders not written by `domain-gap sample` "
+            f"(no {STAMP}); expected an empty or new folder"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(stamp_path, json.dumps({**params, "complete": False}).encode())
+    frames = _frames(counts)
+    for frame in tqdm(frames, desc="synthetic sample", unit="img", disable=not progress):
+        if same and (out / frame.image).exists():
+            continue  # resuming: this frame was completed by the interrupted run
+        _write_frame(out, frame, seed)
+    write_atomic(out / "README.md", _readme(seed, size, counts).encode())
+    write_atomic(stamp_path, (json.dumps({**params, "complete": True}, indent=2) + "\n").encode())
+    return {domain: dict(splits) for domain, splits in counts.items()}
