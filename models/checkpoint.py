@@ -160,9 +160,13 @@ def best_fit(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, Any], float]:
         for num_classes in class_guesses:
             for head in head_guesses:
                 expected = _expected_shapes(arch, num_classes, head)
-                missing, unexpected, shaped = _compare(expected, state)
-                good = len(expected) - len(missing) - len(shaped)
-                score = good / max(len(expected) + len(unexpected), 1)
+                good = sum(
+                    1
+                    for k, shape in expected.items()
+                    if k in state and tuple(state[k].shape) == shape
+                )
+                unexpected = sum(1 for k in state if k not in expected)
+                score = good / max(len(expected) + unexpected, 1)
                 if score > best[1]:
                     best = (
                         {"arch": arch, "num_classes": num_classes, "head_channels": head},
