@@ -18,7 +18,6 @@ lets an interrupted run resume.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from tqdm import tqdm
 
 from domain_gap.data.errors import DataError
 from domain_gap.data.scene import CITY, RURAL, Style, render_scene, vary_style
+from domain_gap.data.storage import write_atomic
 
 SAMPLE_VERSION = 1
 """Bump when the generator changes, so that stale samples are rewritten."""
@@ -133,18 +133,6 @@ def _encode_png(array: np.ndarray, source: str) -> bytes:
     if not ok:  # pragma: no cover - OpenCV only fails on unsupported arrays
         raise DataError(f"{source}: could not encode PNG")
     return buf.tobytes()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file, so no partial file is ever seen."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _write_frame(out: Path, frame: _Frame, seed: int) -> None:

@@ -1,0 +1,241 @@
+"""Read-only access to a dataset root: a local folder or ``gs://bucket/prefix``.
+
+Both kinds answer the same four questions with paths relative to the root (``/``-separated):
+``list(prefix)``, ``read_bytes(rel)``, ``exists(rel)`` and ``describe(rel)`` (the full local path
+or ``gs://`` URI, for messages). Google Cloud Storage objects are cached on disk, written
+atomically, so that a second read never reaches the server. Credentials come from the
+environment (Application Default Credentials / ``GOOGLE_APPLICATION_CREDENTIALS``) and are
+never logged or put in messages; with ``STORAGE_EMULATOR_HOST`` set, an anonymous client talks to
+the emulator.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path, PurePosixPath
+
+from domain_gap.data.errors import DataError
+
+CACHE_ENV = "DOMAIN_GAP_CACHE"
+DEFAULT_CACHE = Path("~/.cache/domain-gap/gcs")
+EMULATOR_PROJECT = "domain-gap-emulator"
+
+
+def _clean_rel(rel: str) -> str:
+    """Normalise a relative path and refuse ones that escape the root."""
+    parts = [p for p in PurePosixPath(rel.replace("\\", "/")).parts if p not in ("", ".")]
+    if any(p == ".." for p in parts) or rel.startswith("/"):
+        raise DataError(f"{rel}: expected a path relative to the dataset root, without '..'")
+    return "/".join(parts)
+
+
+class Storage(ABC):
+    """A dataset root; every path argument is relative to it."""
+
+    location: str
+    """The root as given: a local folder path or ``gs://bucket/prefix``."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> list[str]:
+        """Every file below ``prefix`` (relative paths, sorted); [] when there is none."""
+
+    @abstractmethod
+    def read_bytes(self, rel: str) -> bytes:
+        """The file's bytes; DataError naming :meth:`describe` when missing or unreadable."""
+
+    @abstractmethod
+    def exists(self, rel: str) -> bool:
+        """Whether the file exists."""
+
+    def describe(self, rel: str) -> str:
+        """Full location of ``rel`` (local path or ``gs://`` URI) for messages and records."""
+        rel = _clean_rel(rel)
+        return f"{self.location.rstrip('/')}/{rel}" if rel else self.location
+
+
+class LocalStorage(Storage):
+    """A folder on the local disk."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser()
+        self.location = str(self.root)
+
+    def describe(self, rel: str) -> str:
+        return str(self.root / _clean_rel(rel))
+
+    def list(self, prefix: str = "") -> list[str]:
+        base = self.root / _clean_rel(prefix)
+        if base.is_file():
+            return [_clean_rel(prefix)]
+        out = []
+        for dirpath, _dirs, files in os.walk(base):
+            rel_dir = Path(dirpath).relative_to(self.root).as_posix()
+            for name in files:
+                if not name.startswith("."):  # temp files of an atomic write, OS litter
+                    out.append(name if rel_dir == "." else f"{rel_dir}/{name}")
+        return sorted(out)
+
+    def read_bytes(self, rel: str) -> bytes:
+        path = self.root / _clean_rel(rel)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise DataError(f"{path}: file not found") from None
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read file ({exc.strerror or exc})") from None
+
+    def exists(self, rel: str) -> bool:
+        return (self.root / _clean_rel(rel)).is_file()
+
+
+def _gcs_client():
+    """A google-cloud-storage client from the environment (never echoing credentials)."""
+    from google.auth.exceptions import DefaultCredentialsError
+    from google.cloud import storage
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(project=EMULATOR_PROJECT, credentials=AnonymousCredentials())
+    try:
+        return storage.Client()
+    except DefaultCredentialsError:
+        raise DataError(
+            "gs://: no Google Cloud credentials found; expected Application Default Credentials "
+            "(`gcloud auth application-default login`) or GOOGLE_APPLICATION_CREDENTIALS"
+        ) from None
+
+
+class GCSStorage(Storage):
+    """``gs://bucket/prefix`` read through google-cloud-storage, with an on-disk cache."""
+
+    def __init__(self, root: str, cache_dir: str | Path | None = None, client=None) -> None:
+        if not root.startswith("gs://"):
+            raise DataError(f"{root}: expected a gs://bucket/prefix URI")
+        bucket, _, prefix = root[len("gs://") :].partition("/")
+        if not bucket:
+            raise DataError(f"{root}: expected a bucket name after gs://")
+        self.bucket_name = bucket
+        self.prefix = _clean_rel(prefix)
+        self.location = f"gs://{bucket}/{self.prefix}" if self.prefix else f"gs://{bucket}"
+        self.cache_root = Path(cache_dir).expanduser() / bucket
+        self._client = client
+        self._sizes: dict[str, int] = {}  # object sizes seen while listing
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = _gcs_client()
+        return self._client
+
+    def _object(self, rel: str) -> str:
+        rel = _clean_rel(rel)
+        return f"{self.prefix}/{rel}" if self.prefix and rel else (self.prefix or rel)
+
+    def _cache_path(self, rel: str) -> Path:
+        return self.cache_root / self._object(rel)
+
+    def _fail(self, exc: Exception, uri: str) -> DataError:
+        """A DataError for an API failure: names the URI and the status, no credentials."""
+        from google.api_core import exceptions as gexc
+
+        if isinstance(exc, gexc.NotFound):
+            return DataError(f"{uri}: object or bucket not found (404)")
+        if isinstance(exc, gexc.Forbidden | gexc.Unauthorized):
+            code = getattr(exc, "code", 403)
+            return DataError(
+                f"{uri}: access denied ({code}); expected the credentials in use to have "
+                "storage.objects.get/list on the bucket"
+            )
+        return DataError(f"{uri}: Google Cloud Storage request failed ({type(exc).__name__})")
+
+    def list(self, prefix: str = "") -> list[str]:
+        from google.api_core import exceptions as gexc
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        full = self._object(prefix)
+        query = f"{full}/" if full and not full.endswith("/") else full
+        uri = f"gs://{self.bucket_name}/{query}"
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        out = []
+        try:
+            for blob in self.client.list_blobs(self.bucket_name, prefix=query, retry=DEFAULT_RETRY):
+                if blob.name.endswith("/"):
+                    continue  # "folder" placeholder objects
+                rel = blob.name[strip:]
+                self._sizes[rel] = int(blob.size) if blob.size is not None else -1
+                out.append(rel)
+        except gexc.GoogleAPIError as exc:
+            raise self._fail(exc, uri) from None
+        return sorted(out)
+
+    def read_bytes(self, rel: str) -> bytes:
+        from google.api_core import exceptions as gexc
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        rel = _clean_rel(rel)
+        cached = self._cache_path(rel)
+        known = self._sizes.get(rel)
+        if cached.is_file() and (known is None or known < 0 or cached.stat().st_size == known):
+            return cached.read_bytes()
+        uri = self.describe(rel)
+        try:
+            blob = self.client.bucket(self.bucket_name).blob(self._object(rel))
+            data = blob.download_as_bytes(retry=DEFAULT_RETRY)
+        except gexc.GoogleAPIError as exc:
+            raise self._fail(exc, uri) from None
+        write_atomic(cached, data)
+        return data
+
+    def exists(self, rel: str) -> bool:
+        from google.api_core import exceptions as gexc
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        rel = _clean_rel(rel)
+        if rel in self._sizes or self._cache_path(rel).is_file():
+            return True
+        try:
+            return bool(
+                self.client.bucket(self.bucket_name)
+                .blob(self._object(rel))
+                .exists(retry=DEFAULT_RETRY)
+            )
+        except gexc.GoogleAPIError as exc:
+            raise self._fail(exc, self.describe(rel)) from None
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` through a temporary sibling and ``os.replace``: readers never see a
+    partial file, and an interrupted write leaves none behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            os.fchmod(fh.fileno(), 0o644)  # mkstemp makes 0600; these are shareable data files
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """Where gs:// objects are cached: $DOMAIN_GAP_CACHE, else ``cache_dir``, else ~/.cache."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE.expanduser()
+
+
+def open_storage(root: str | Path, cache_dir: str | Path | None = None) -> Storage:
+    """Open a dataset root: ``gs://bucket/prefix`` or a local folder (which must exist)."""
+    root = str(root)
+    if root.startswith("gs://"):
+        return GCSStorage(root, cache_root(cache_dir))
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise DataError(f"{path}: dataset root not found; expected an existing folder")
+    return LocalStorage(path)
