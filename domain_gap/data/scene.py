@@ -88,7 +88,7 @@ CITY = Style(
     trees_per_side=(0, 3),
     forest_prob=0.0,
     cars=(2, 6),
-    persons=(1, 5),
+    persons=(2, 6),
     poles=(2, 5),
     sign_prob=0.55,
     light_prob=0.4,
@@ -331,7 +331,7 @@ class _Scene:
         if side["verge"]:
             x = side["verge"][1]
         side["sidewalk"] = (
-            (x, x + rng.uniform(1.8, 5.0)) if rng.random() < s.sidewalk_prob else None
+            (x, x + rng.uniform(2.2, 5.5)) if rng.random() < s.sidewalk_prob else None
         )
         if side["sidewalk"]:
             x = side["sidewalk"][1]
@@ -624,8 +624,8 @@ class _Scene:
 
     def _traffic_light(self, u: float, top: float, sc: float, x: float) -> None:
         rng, c = self.rng, self.c
-        bw = max(float(self.min_thin + 2), 0.38 * sc)
-        bh = max(2.6 * bw, 1.0 * sc)
+        bw = max(float(self.min_thin + 2), 0.45 * sc)
+        bh = max(2.6 * bw, 1.15 * sc)
         towards_road = -1 if x > 0 else 1
         cx = u + towards_road * bw * rng.uniform(0.0, 1.2)
         body = _jitter(
@@ -641,7 +641,7 @@ class _Scene:
 
     def _sign(self, u: float, cy: float, sc: float) -> None:
         rng, c = self.rng, self.c
-        size = max(float(self.min_thin * 2 + 1), rng.uniform(0.6, 0.9) * sc)
+        size = max(float(self.min_thin * 2 + 1), rng.uniform(0.7, 1.0) * sc)
         r = size / 2
         kind = int(rng.integers(4))
         if kind == 0:  # round prohibitory: red ring, white inside
