@@ -1,13 +1,51 @@
-"""Shared fixtures: a tiny generated synthetic sample and a config pointing at it."""
+"""Shared fixtures: a tiny generated synthetic sample and configs pointing at it."""
 
 from __future__ import annotations
 
+import copy
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from domain_gap.config import Config, parse_config
 from domain_gap.data.sample import write_sample
+
+_TINY_CONFIG = {
+    "seed": 0,
+    "image": {"height": 128, "width": 256, "resize": "pad"},
+    "domains": [
+        {
+            "name": "cityscapes",
+            "kind": "cityscapes",
+            "root": "cityscapes",
+            "splits": ["train", "val"],
+        },
+        {
+            "name": "kitti",
+            "kind": "kitti",
+            "root": "kitti",
+            "splits": ["training", "testing"],
+            "val_fraction": 0.5,
+        },
+    ],
+    "cache_dir": ".cache",
+}
+
+
+def tiny_config_dict(root: Path, **domain_changes: dict) -> dict:
+    """The mapping behind :func:`tiny_config` for a sample at ``root``.
+
+    ``domain_changes`` maps a domain name to keys to update, e.g. ``kitti={"max_samples": 2}``;
+    the key ``top`` updates top-level keys.
+    """
+    data = copy.deepcopy(_TINY_CONFIG)
+    data.update(domain_changes.pop("top", {}))
+    for d in data["domains"]:
+        d.update(domain_changes.get(d["name"], {}))
+    data["base_dir"] = str(root)
+    return data
 
 
 @pytest.fixture(scope="session")
@@ -18,31 +56,25 @@ def tiny_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def tiny_config_dict(root: Path) -> dict:
-    """The config mapping of :func:`tiny_config` for a sample at ``root`` (tests may edit it)."""
-    return {
-        "seed": 0,
-        "image": {"height": 128, "width": 256, "resize": "pad"},
-        "domains": [
-            {
-                "name": "cityscapes",
-                "kind": "cityscapes",
-                "root": "cityscapes",
-                "splits": ["train", "val"],
-            },
-            {
-                "name": "kitti",
-                "kind": "kitti",
-                "root": "kitti",
-                "splits": ["training", "testing"],
-                "val_fraction": 0.5,
-            },
-        ],
-        "cache_dir": ".cache",
-    }
-
-
 @pytest.fixture(scope="session")
 def tiny_config(tiny_sample: Path) -> Config:
     """A validated Config over :func:`tiny_sample` (input 128x256, pad; model defaults)."""
     return parse_config(tiny_config_dict(tiny_sample), source="tiny_config", base_dir=tiny_sample)
+
+
+@pytest.fixture
+def sample_copy(tiny_sample: Path, tmp_path: Path) -> Path:
+    """A private, writable copy of :func:`tiny_sample` (for tests that damage files)."""
+    root = tmp_path / "sample"
+    shutil.copytree(tiny_sample, root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def config_for() -> Callable[..., Config]:
+    """``config_for(root, kitti={...}, top={...})``: the tiny config at another root, edited."""
+
+    def make(root: Path, **changes: dict) -> Config:
+        return parse_config(tiny_config_dict(root, **changes), source="test config", base_dir=root)
+
+    return make
