@@ -199,6 +199,20 @@ def load_runner(config: Config, cache: FeatureCache | None = None) -> TorchRunne
     return TorchRunner(model, device, config.model.tap)
 
 
+class LazyRunner:
+    """Loads the configured checkpoint on its first call only (a fully cached run never does)."""
+
+    def __init__(self, config: Config, cache: FeatureCache | None = None) -> None:
+        self.config = config
+        self.cache = cache
+        self._runner: TorchRunner | None = None
+
+    def __call__(self, x: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+        if self._runner is None:
+            self._runner = load_runner(self.config, self.cache)
+        return self._runner(x, labels)
+
+
 def write_model_card(cache: FeatureCache, card: Any) -> None:
     """Keep the checkpoint's card beside its shards so cached reruns can report it."""
     card_dict = card if isinstance(card, dict) else getattr(card, "__dict__", {"card": str(card)})
@@ -329,7 +343,7 @@ def extract_domain(
     shards = [_drop_mask(cache.load(domain, r.sample_id, source, RECORD_FIELDS)) for r in records]
     missing = [i for i, s in enumerate(shards) if s is None]
     if missing:
-        runner = runner or load_runner(config, cache)
+        runner = runner or LazyRunner(config, cache)
         bar = tqdm(total=len(missing), desc=f"extract {domain}", unit="img", disable=not progress)
         with bar:
             for chunk in _batches(missing, config.model.batch_size):

@@ -118,20 +118,21 @@ def per_class_chart(
 
 
 def histograms(
-    field: str, values: Mapping[str, np.ndarray], order: Sequence[str], bins: int = 24
+    field: str, edges: Sequence[float], counts: Mapping[str, Sequence[int]], order: Sequence[str]
 ) -> bytes:
-    """Overlaid density histograms of one numeric field, one per domain, on shared bins."""
+    """Per-domain histograms of one field on shared bin ``edges``, each scaled to a density."""
     colors = domain_colors(order)
-    finite = {d: np.asarray(values[d], float) for d in order if d in values}
-    finite = {d: v[np.isfinite(v)] for d, v in finite.items()}
+    e = np.asarray(edges, dtype=float)
+    widths = np.diff(e)
     fig, ax = plt.subplots(figsize=(3.6, 2.4))
-    pooled = np.concatenate([v for v in finite.values()]) if finite else np.array([])
-    if pooled.size:
-        lo, hi = float(pooled.min()), float(pooled.max())
-        edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
-        for d, v in finite.items():
-            if v.size:
-                ax.hist(v, bins=edges, density=True, alpha=0.45, color=colors[d], label=d)
+    for d in order:
+        if d not in counts:
+            continue
+        c = np.asarray(counts[d], dtype=float)
+        total = c.sum()
+        if total > 0 and widths.size:
+            dens = c / (total * np.where(widths > 0, widths, 1.0))
+            ax.stairs(dens, e, fill=True, alpha=0.4, color=colors[d], label=f"{d} (n={int(total)})")
     ax.set_title(field, fontsize=9)
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=7)
@@ -139,6 +140,23 @@ def histograms(
     return to_png(fig)
 
 
-def loss_histograms(values: Mapping[str, np.ndarray], order: Sequence[str]) -> bytes:
-    """Per-domain histograms of the per-sample loss."""
-    return histograms("per-sample loss (cross-entropy)", values, order)
+def loss_histograms(
+    values: Mapping[str, np.ndarray], order: Sequence[str], bins: int = 24
+) -> bytes:
+    """Per-domain density histograms of the per-sample loss on shared bins."""
+    colors = domain_colors(order)
+    finite = {d: np.asarray(values[d], float) for d in order if d in values}
+    finite = {d: v[np.isfinite(v)] for d, v in finite.items()}
+    pooled = np.concatenate(list(finite.values())) if finite else np.array([])
+    fig, ax = plt.subplots(figsize=(5.0, 3.0))
+    if pooled.size:
+        lo, hi = float(pooled.min()), float(pooled.max())
+        edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
+        for d, v in finite.items():
+            if v.size:
+                ax.hist(v, bins=edges, density=True, alpha=0.45, color=colors[d], label=d)
+    ax.set_title("Per-sample loss (cross-entropy)", fontsize=10)
+    ax.set_xlabel("loss")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return to_png(fig)

@@ -1,0 +1,487 @@
+"""The local engine's main job: extract → statistics → summary.json, samples.csv, report.html.
+
+``run_analysis(config, out_dir)`` extracts the analysis subset of every domain (cached), then
+compares the source domain with each other domain: latent gap (FD, MMD² with a bandwidth
+frozen from the source, KID, C2ST, BBSD), a 2-D latent map, k-means concepts, the
+class-conditional gap next to the IoU drop, and metadata drift. Every number comes from
+``domain_gap.analysis`` / ``domain_gap.metrics``; this module only wires and writes them.
+``run_demo(out_dir)`` does the same on the built-in synthetic sample.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from domain_gap.analysis.cache import FeatureCache
+from domain_gap.analysis.concepts import class_conditional_gap, cluster, cluster_table, project_2d
+from domain_gap.analysis.drift import metadata_drift
+from domain_gap.analysis.extract import (
+    Features,
+    LazyRunner,
+    Runner,
+    extract_domain,
+    load_predictions,
+    read_model_card,
+)
+from domain_gap.analysis.latent import bbsd, latent_gap, median_bandwidth
+from domain_gap.analysis.stats_utils import jsonable
+from domain_gap.config import Config, load_config
+from domain_gap.labels import CLASS_NAMES
+from domain_gap.metrics import dataset_iou
+
+NON_DRIFT_FIELDS = ("domain", "group", "file_name")
+"""Identifiers, not input properties: left out of the drift tests (they differ by design)."""
+EXAMPLES_PER_DOMAIN = 2
+"""Example thumbnails per cluster and domain in the report."""
+DOMAIN_SPECIFIC_K = 6
+"""Most domain-specific samples (by C2ST probability) shown per side."""
+
+
+class PipelineError(ValueError):
+    """The analysis cannot run as configured (one line, names what is wrong)."""
+
+
+def _file_mode() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+"""Outputs get the usual permissions (mkstemp alone would leave them owner-only)."""
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, _FILE_MODE)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class _Stages:
+    """Prints one line per stage to stderr and keeps the seconds each took."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        if self.enabled:
+            print(f"[domain-gap] {name} ...", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - start, 3)
+
+
+def is_synthetic(config: Config) -> bool:
+    """True when every domain root is a folder of the built-in sample (its stamp is beside it)."""
+    from domain_gap.data.sample import STAMP
+
+    roots = [config.resolve(d.root) or "" for d in config.domains]
+    return all(not r.startswith("gs://") and (Path(r).parent / STAMP).is_file() for r in roots)
+
+
+def _subset(config: Config) -> str | None:
+    return None if config.analysis.subset == "all" else config.analysis.subset
+
+
+def extract_all(
+    config: Config,
+    dataset: Any,
+    cache: FeatureCache,
+    runner: Runner,
+    progress: bool = True,
+) -> Features:
+    """Features of the analysis subset of every configured domain, in config order."""
+    parts = [
+        extract_domain(
+            config, dataset, d.name, _subset(config), runner=runner, cache=cache, progress=progress
+        )
+        for d in config.domains
+    ]
+    return Features.concat(parts)
+
+
+def _domain_summary(f: Features, subset: str) -> dict[str, Any]:
+    lab = f.labelled
+    iou, miou = dataset_iou(f.confusion[lab]) if lab.any() else (np.full(19, np.nan), np.nan)
+    return {
+        "n": len(f),
+        "n_labelled": int(lab.sum()),
+        "subset": subset,
+        "loss_mean": float(np.nanmean(f.loss)) if lab.any() else None,
+        "loss_median": float(np.nanmedian(f.loss)) if lab.any() else None,
+        "miou_dataset": miou,
+        "miou_mean": float(np.nanmean(f.miou)) if np.isfinite(f.miou).any() else None,
+        "pixel_acc_mean": float(np.nanmean(f.pixel_acc))
+        if np.isfinite(f.pixel_acc).any()
+        else None,
+        "class_iou_dataset": dict(zip(CLASS_NAMES, iou.tolist(), strict=True)),
+    }
+
+
+def _drop(src: dict[str, Any], tgt: dict[str, Any]) -> dict[str, Any]:
+    def diff(a: Any, b: Any) -> float | None:
+        return None if a is None or b is None else float(a) - float(b)
+
+    return {
+        "loss_increase": diff(tgt["loss_mean"], src["loss_mean"]),
+        "miou_dataset_drop": diff(src["miou_dataset"], tgt["miou_dataset"]),
+        "miou_mean_drop": diff(src["miou_mean"], tgt["miou_mean"]),
+    }
+
+
+def _metadata_for_drift(f: Features) -> dict[str, np.ndarray]:
+    return {k: v for k, v in f.metadata.items() if k not in NON_DRIFT_FIELDS}
+
+
+def _compare(
+    config: Config,
+    feats: Features,
+    source: str,
+    target: str,
+    bandwidth: float,
+    labels: np.ndarray,
+    centers: np.ndarray,
+    stages: _Stages,
+) -> dict[str, Any]:
+    """Every source-vs-target statistic, with sample indices turned into sample ids."""
+    a = config.analysis
+    is_s, is_t = feats.domains == source, feats.domains == target
+    s, t = feats.take(is_s), feats.take(is_t)
+    with stages.stage(f"latent gap {source} vs {target}"):
+        gap = latent_gap(
+            s.embeddings,
+            t.embeddings,
+            bandwidth=bandwidth,
+            permutations=a.permutations,
+            n_boot=a.bootstrap,
+            max_dim=a.max_dim,
+            alpha=a.alpha,
+            seed=config.seed,
+        )
+        gap["bbsd"] = bbsd(s.prob_mean, t.prob_mean, a.alpha, CLASS_NAMES)
+    c2 = gap["c2st"]
+    probs = np.asarray(c2.pop("probs"))
+    prob_s, prob_t = probs[: len(s)], probs[len(s) :]
+    c2["most_target_like_source"] = [str(s.sample_ids[i]) for i in c2["most_target_like_source"]]
+    c2["most_source_like_target"] = [str(t.sample_ids[i]) for i in c2["most_source_like_target"]]
+    order_t = np.argsort(-prob_t, kind="stable")[:DOMAIN_SPECIFIC_K]
+    order_s = np.argsort(prob_s, kind="stable")[:DOMAIN_SPECIFIC_K]
+    specific = {
+        target: [
+            {"sample_id": str(t.sample_ids[i]), "p_target": float(prob_t[i])} for i in order_t
+        ],
+        source: [
+            {"sample_id": str(s.sample_ids[i]), "p_target": float(prob_s[i])} for i in order_s
+        ],
+    }
+
+    with stages.stage(f"clusters {source} vs {target}"):
+        pair = np.flatnonzero(is_s | is_t)
+        rows = cluster_table(
+            labels[pair],
+            feats.domains[pair],
+            feats.loss[pair],
+            source,
+            target,
+            x=feats.embeddings[pair],
+            centers=centers,
+            examples=EXAMPLES_PER_DOMAIN,
+            alpha=a.alpha,
+        )
+        for row in rows:
+            if row.get("examples"):
+                row["examples"] = {
+                    dom: [str(feats.sample_ids[pair[i]]) for i in idx]
+                    for dom, idx in row["examples"].items()
+                }
+
+    with stages.stage(f"class-conditional gap {source} vs {target}"):
+        per_class = class_conditional_gap(
+            s.class_emb.astype(np.float64),
+            s.class_counts,
+            t.class_emb.astype(np.float64),
+            t.class_counts,
+            s.class_iou,
+            t.class_iou,
+            CLASS_NAMES,
+            permutations=a.permutations,
+            alpha=a.alpha,
+            seed=config.seed,
+        )
+        iou_s = dataset_iou(s.confusion[s.labelled])[0] if s.labelled.any() else None
+        iou_t = dataset_iou(t.confusion[t.labelled])[0] if t.labelled.any() else None
+        for c, row in enumerate(per_class):
+            vs = None if iou_s is None else float(iou_s[c])
+            vt = None if iou_t is None else float(iou_t[c])
+            row["dataset_iou_source"] = vs
+            row["dataset_iou_target"] = vt
+            row["dataset_iou_drop"] = None if vs is None or vt is None else vs - vt
+
+    with stages.stage(f"metadata drift {source} vs {target}"):
+        drift = metadata_drift(
+            _metadata_for_drift(s),
+            _metadata_for_drift(t),
+            t.loss,
+            a.alpha,
+            source_name=source,
+            target_name=target,
+        )
+    return {
+        "latent_gap": gap,
+        "domain_specific": specific,
+        "clusters": rows,
+        "per_class": per_class,
+        "metadata_drift": drift,
+        "c2st_probs": (np.flatnonzero(is_s), prob_s, np.flatnonzero(is_t), prob_t),
+    }
+
+
+def _model_summary(config: Config, cache: FeatureCache) -> dict[str, Any]:
+    card = read_model_card(cache)
+    return {
+        "checkpoint": config.resolve(config.model.checkpoint),
+        "sha256": cache.model_hash,
+        "arch": card.get("arch", config.model.arch),
+        "tap": config.model.tap,
+        "card": card,
+    }
+
+
+def sample_table(feats: Features, result: Analysis) -> tuple[list[str], list[list[Any]]]:
+    """samples.csv: one row per sample (ids, loss, mIoU, cluster, P(target), map, metadata)."""
+    coords, labels, prob_columns = result.coords, result.clusters, result.prob_columns
+    meta_keys = [k for k in sorted(feats.metadata) if k != "domain"]
+    header = [
+        "sample_id",
+        "domain",
+        "subset",
+        "labelled",
+        "loss",
+        "miou",
+        "pixel_acc",
+        "cluster",
+        *prob_columns,
+        "map_x",
+        "map_y",
+        *meta_keys,
+    ]
+    rows = []
+    for i in range(len(feats)):
+        rows.append(
+            [
+                feats.sample_ids[i],
+                feats.domains[i],
+                feats.subsets[i],
+                int(feats.labelled[i]),
+                feats.loss[i],
+                feats.miou[i],
+                feats.pixel_acc[i],
+                int(labels[i]),
+                *(col[i] for col in prob_columns.values()),
+                coords[i, 0],
+                coords[i, 1],
+                *(feats.metadata[k][i] for k in meta_keys),
+            ]
+        )
+    return header, rows
+
+
+def csv_bytes(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes:
+    """CSV text: floats to 6 significant digits, NaN as an empty cell."""
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float | np.floating):
+            return "" if not np.isfinite(v) else f"{float(v):.6g}"
+        return str(v)
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([[cell(v) for v in row] for row in rows])
+    return buf.getvalue().encode()
+
+
+@dataclass
+class Analysis:
+    """Everything computed from the features: the summary and the per-sample columns."""
+
+    summary: dict[str, Any]
+    coords: np.ndarray
+    """(N, 2) latent-map coordinates."""
+    clusters: np.ndarray
+    """(N,) k-means concept of each sample."""
+    prob_columns: dict[str, np.ndarray]
+    """samples.csv column name → (N,) domain-classifier probability P(target) (NaN elsewhere)."""
+
+
+def analyse(
+    config: Config,
+    feats: Features,
+    *,
+    bandwidth: float | None = None,
+    progress: bool = False,
+    stages: _Stages | None = None,
+) -> Analysis:
+    """All statistics of ``feats`` (rows of every configured domain); no file I/O.
+
+    ``bandwidth`` freezes the MMD kernel bandwidth (e.g. a baseline run's, to compare a
+    mitigation); by default it is the median pairwise distance of the source embeddings. It
+    is stored in the summary either way.
+    """
+    stages = stages or _Stages(progress)
+    source = config.source_domain
+    targets = [d.name for d in config.domains if d.name != source]
+    if not targets:
+        raise PipelineError("config domains: need at least two domains (a source and a target)")
+    src = feats.domain(source)
+    if bandwidth is None:
+        bandwidth = median_bandwidth(src.embeddings, seed=config.seed)
+        bw_rule = f"median pairwise distance of the {source} embeddings (frozen for this run)"
+    else:
+        bw_rule = "given by the caller (frozen)"
+    with stages.stage("latent map and clusters"):
+        coords, method = project_2d(feats.embeddings, seed=config.seed)
+        k = min(config.analysis.clusters, len(feats))
+        labels, centers = cluster(feats.embeddings, k, seed=config.seed)
+
+    comparisons = {
+        t: _compare(config, feats, source, t, bandwidth, labels, centers, stages) for t in targets
+    }
+    prob_columns: dict[str, np.ndarray] = {}
+    for t, comp in comparisons.items():
+        col = np.full(len(feats), np.nan)
+        idx_s, p_s, idx_t, p_t = comp.pop("c2st_probs")
+        col[idx_s], col[idx_t] = p_s, p_t
+        prob_columns[f"p_{t}" if len(targets) > 1 else "domain_prob"] = col
+
+    domains = {
+        d.name: _domain_summary(feats.domain(d.name), config.analysis.subset)
+        for d in config.domains
+    }
+    summary: dict[str, Any] = {
+        "title": f"Domain gap: {source} → {', '.join(targets)}",
+        "synthetic": False,
+        "source": source,
+        "targets": targets,
+        "domains": domains,
+        "sizes": {name: d["n"] for name, d in domains.items()},
+        "drop": {t: _drop(domains[source], domains[t]) for t in targets},
+        "bandwidth": {"value": float(bandwidth), "rule": bw_rule},
+        "latent_gap": {t: c["latent_gap"] for t, c in comparisons.items()},
+        "domain_specific": {t: c["domain_specific"] for t, c in comparisons.items()},
+        "projection": {"method": method, "columns": ["map_x", "map_y"]},
+        "clusters": {
+            "k": int(k),
+            "method": "k-means on standardised, PCA-reduced image embeddings (all domains)",
+            "tables": {t: c["clusters"] for t, c in comparisons.items()},
+        },
+        "per_class": {t: c["per_class"] for t, c in comparisons.items()},
+        "metadata_drift": {t: c["metadata_drift"] for t, c in comparisons.items()},
+        "config": config.model_dump(mode="json"),
+    }
+    return Analysis(summary, coords, labels, prob_columns)
+
+
+def run_analysis(
+    config: Config,
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    bandwidth: float | None = None,
+    runner: Runner | None = None,
+) -> dict[str, Path]:
+    """Analyse the configured domains; write ``report.html``, ``summary.json``, ``samples.csv``.
+
+    ``bandwidth``: see :func:`analyse`. ``runner`` replaces the configured checkpoint's model
+    (tests). Returns the paths written.
+    """
+    from domain_gap.data.dataset import DomainDataset
+    from domain_gap.report.assets import build_assets
+    from domain_gap.report.html import render_report
+
+    out = Path(out_dir)
+    stages = _Stages(progress)
+    if len(config.domains) < 2:
+        raise PipelineError("config domains: need at least two domains (a source and a target)")
+    with stages.stage("index data"):
+        dataset = DomainDataset(config)
+        cache = FeatureCache.for_config(config)
+    with stages.stage("extract"):
+        feats = extract_all(config, dataset, cache, runner or LazyRunner(config, cache), progress)
+    result = analyse(config, feats, bandwidth=bandwidth, stages=stages)
+    summary = result.summary
+    summary["synthetic"] = is_synthetic(config)
+    summary["model"] = _model_summary(config, cache)
+    paths = {
+        "report": out / "report.html",
+        "summary": out / "summary.json",
+        "samples": out / "samples.csv",
+    }
+    with stages.stage("write outputs"):
+        header, rows = sample_table(feats, result)
+        write_atomic(paths["samples"], csv_bytes(header, rows))
+        assets = build_assets(
+            summary,
+            coords=result.coords,
+            domains=feats.domains,
+            loss=feats.loss,
+            clusters=result.clusters,
+            thumbnail_source=_thumbnail_source(config, dataset, cache),
+        )
+        summary["timing_s"] = stages.seconds
+        write_atomic(paths["report"], render_report(summary, assets).encode())
+        write_atomic(
+            paths["summary"], json.dumps(jsonable(summary), indent=1, allow_nan=False).encode()
+        )
+    return paths
+
+
+def _thumbnail_source(config: Config, dataset: Any, cache: FeatureCache) -> Any:
+    """sample ids → (model-input image, strided cached prediction or None, valid mask)."""
+
+    def load(sample_ids: Sequence[str]) -> dict[str, Any]:
+        by_id = {r.sample_id: r for r in dataset.records}
+        records = [by_id[i] for i in sample_ids if i in by_id]
+        preds = load_predictions(config, cache, records)
+        out = {}
+        for record, pred in zip(records, preds, strict=True):
+            prepared = dataset.prepare(record)
+            out[record.sample_id] = (prepared.image, pred, prepared.valid)
+        return out
+
+    return load
+
+
+def run_demo(out_dir: str | Path = "out/demo", *, progress: bool = True) -> dict[str, Path]:
+    """The built-in SYNTHETIC sample (written when missing) analysed with the demo model."""
+    from domain_gap.data.sample import write_sample
+
+    config = load_config()
+    roots = {Path(config.resolve(d.root) or "").parent for d in config.domains}
+    if len(roots) != 1:
+        raise PipelineError("configs/sample.yaml: every domain root must sit in one sample folder")
+    write_sample(roots.pop(), seed=0, size="demo", progress=progress)
+    return run_analysis(config, out_dir, progress=progress)
