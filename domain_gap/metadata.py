@@ -249,6 +249,22 @@ def vehicle_metadata(
     return out
 
 
+def source_metadata(
+    group: str, file_name: str, orig_hw: tuple[int, int]
+) -> dict[str, float | str]:
+    """City or sequence, file name, and the original size and aspect before resizing."""
+    h, w = (int(v) for v in orig_hw)
+    if h <= 0 or w <= 0:
+        raise ValueError(f"orig_hw: expected a positive (height, width), got {tuple(orig_hw)}")
+    return {
+        "group": str(group),
+        "file_name": str(file_name),
+        "orig_height": float(h),
+        "orig_width": float(w),
+        "aspect_ratio": w / h,
+    }
+
+
 def metadata_keys(vehicle_keys: Iterable[str] = ()) -> list[str]:
     """The keys :func:`compute_metadata` returns, in order, for samples with these vehicle keys.
 
@@ -277,17 +293,8 @@ def compute_metadata(
     pass ``vehicle_keys`` for a fixed set across samples (NaN where a sample lacks one), as
     the Tensorleap binder needs.
     """
-    h, w = (int(v) for v in orig_hw)
-    if h <= 0 or w <= 0:
-        raise ValueError(f"orig_hw: expected a positive (height, width), got {tuple(orig_hw)}")
-    out: dict[str, float | str] = {
-        "domain": str(domain),
-        "group": str(group),
-        "file_name": str(file_name),
-        "orig_height": float(h),
-        "orig_width": float(w),
-        "aspect_ratio": w / h,
-    }
+    out: dict[str, float | str] = {"domain": str(domain)}
+    out.update(source_metadata(group, file_name, orig_hw))
     out.update(image_metadata(image, valid))
     img_hw = np.asarray(image).shape[:2]
     if label is not None and np.asarray(label).shape != img_hw:

@@ -18,6 +18,11 @@ from domain_gap.data.storage import Storage
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
 VEHICLE_SUFFIX = "_vehicle.json"
+VEHICLE_KEYS = (
+    "gpsHeading", "gpsLatitude", "gpsLongitude", "gpsAltitude",
+    "speed", "outsideTemperature", "yawRate",
+)
+"""The fields of a Cityscapes ``*_vehicle.json`` file."""
 LABELED_SPLITS = ("train", "val")
 UNLABELED_SPLITS = ("test", "train_extra")
 PATTERN = "leftImg8bit/{split}/<city>/<city>_<seq>_<frame>" + IMAGE_SUFFIX
