@@ -139,3 +139,242 @@ def test_features_concat_and_select() -> None:
     back = both.domain("b")
     np.testing.assert_array_equal(back.loss, b.loss)
     assert back.sample_ids.tolist() == b.sample_ids.tolist()
+
+
+# --------------------------------------------------------------------------- streaming pass
+
+
+class CountingRunner:
+    """Wraps the real torch runner; counts batches and samples, can fail after k batches."""
+
+    def __init__(self, inner: object, fail_after: int | None = None) -> None:
+        self.inner = inner
+        self.fail_after = fail_after
+        self.batches = 0
+        self.samples = 0
+
+    def __call__(self, x: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+        if self.fail_after is not None and self.batches >= self.fail_after:
+            raise KeyboardInterrupt("simulated interruption")
+        self.batches += 1
+        self.samples += len(x)
+        return self.inner(x, labels)  # type: ignore[operator]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path]:
+    """A random DeepLabV3+ MobileNet with calibrated BatchNorm statistics, and its checkpoint."""
+    import torch
+
+    from models import build_model, save_checkpoint
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = build_model("deeplabv3plus_mobilenet", output_stride=16)
+    model.train()
+    with torch.no_grad():  # give BatchNorm non-trivial running statistics
+        for _ in range(3):
+            model(torch.randn(2, 3, 64, 128) * 1.5 + 0.3)
+    model.eval()
+    path = tmp_path_factory.mktemp("tiny_model") / "tiny.pt"
+    save_checkpoint(model, path)
+    return model, path
+
+
+def _cfg(config_for: object, root: Path, ckpt: Path, cache: Path, **model: object) -> object:
+    return config_for(  # type: ignore[operator]
+        root,
+        top={
+            "cache_dir": str(cache),
+            "model": {"checkpoint": str(ckpt), "batch_size": 2, "device": "cpu", **model},
+        },
+    )
+
+
+def _runner(config: object, tiny_model: tuple[object, Path], **kw: object) -> CountingRunner:
+    from domain_gap.analysis.extract import TorchRunner
+
+    model, _ = tiny_model
+    return CountingRunner(TorchRunner(model, "cpu", config.model.tap), **kw)  # type: ignore[attr-defined]
+
+
+def _iou_reference(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Per-class IoU by set counting, one class at a time (void ignored)."""
+    keep = gt != 255
+    out = np.full(19, np.nan)
+    for c in range(19):
+        p, g = (pred == c) & keep, (gt == c) & keep
+        union = (p | g).sum()
+        if union:
+            out[c] = (p & g).sum() / union
+    return out
+
+
+@pytest.mark.slow
+def test_records_match_direct_computation(
+    tiny_sample: Path, config_for: object, tiny_model: tuple[object, Path], tmp_path: Path
+) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from domain_gap.analysis.extract import extract_domain
+    from domain_gap.data.dataset import DomainDataset
+    from domain_gap.metadata import compute_metadata
+
+    model, ckpt = tiny_model
+    config = _cfg(config_for, tiny_sample, ckpt, tmp_path / "cache")
+    dataset = DomainDataset(config)
+    runner = _runner(config, tiny_model)
+    feats = extract_domain(config, dataset, "kitti", "val", runner=runner, progress=False)
+    records = dataset.select("kitti", "val")
+    assert feats.sample_ids.tolist() == [r.sample_id for r in records]
+    assert runner.samples == len(records) and runner.batches == -(-len(records) // 2)
+    mean = torch.tensor(config.image.mean).view(1, 3, 1, 1)
+    std = torch.tensor(config.image.std).view(1, 3, 1, 1)
+    for i, record in enumerate(records):
+        p = dataset.prepare(record)
+        x = (torch.from_numpy(p.image).permute(2, 0, 1)[None].float() / 255 - mean) / std
+        with torch.no_grad():
+            taps = model.forward_taps(x)
+        logits = taps["logits"]
+        y = torch.from_numpy(p.label.astype(np.int64))[None]
+        loss = F.cross_entropy(logits, y, ignore_index=255).item()
+        assert feats.loss[i] == pytest.approx(loss, rel=1e-4)
+        pred = logits.argmax(1)[0].numpy()
+        iou = _iou_reference(pred, p.label)
+        np.testing.assert_allclose(feats.class_iou[i], iou, equal_nan=True)
+        assert feats.miou[i] == pytest.approx(np.nanmean(iou))
+        keep = p.label != 255
+        assert feats.pixel_acc[i] == pytest.approx((pred[keep] == p.label[keep]).mean())
+        emb = taps["aspp"].mean(dim=(2, 3))[0].numpy()
+        np.testing.assert_allclose(feats.embeddings[i], emb, rtol=1e-4, atol=1e-6)
+        assert np.abs(emb).max() > 1e-3  # the reference is not trivially zero
+        probs = torch.softmax(logits, 1)[0].numpy()
+        np.testing.assert_allclose(feats.prob_mean[i], probs[:, p.valid].mean(axis=1), atol=1e-5)
+        frac = [((pred == c) & p.valid).mean() for c in range(19)] + [(~p.valid).mean()]
+        np.testing.assert_allclose(feats.pred_frac[i], frac, atol=1e-12)
+        # class embeddings: mean aspp cell under the nearest-downsampled label, class by class
+        feat = taps["aspp"][0]
+        small = F.interpolate(y[:, None].float(), size=feat.shape[-2:], mode="nearest")[0, 0]
+        for c in np.unique(small.numpy()):
+            if c == 255:
+                continue
+            cells = feat[:, small == c]
+            assert feats.class_counts[i, int(c)] == cells.shape[1]
+            np.testing.assert_allclose(
+                feats.class_emb[i, int(c)].astype(np.float32),
+                cells.mean(1).numpy(),
+                rtol=2e-3,
+                atol=2e-3,
+            )
+        meta = compute_metadata(
+            p.image,
+            p.label,
+            p.valid,
+            domain=record.domain,
+            group=record.group,
+            file_name=record.file_name,
+            orig_hw=p.orig_hw,
+            vehicle=p.vehicle,
+        )
+        for key, value in meta.items():
+            got = feats.metadata[key][i]
+            if isinstance(value, str):
+                assert got == value
+            else:
+                assert got == pytest.approx(value, nan_ok=True)
+    assert feats.labelled.all()
+    assert feats.confusion.sum(axis=(1, 2)).tolist() == [
+        int((dataset.prepare(r).label != 255).sum()) for r in records
+    ]
+
+
+@pytest.mark.slow
+def test_rerun_reuses_cache_and_interruption_resumes(
+    tiny_sample: Path, config_for: object, tiny_model: tuple[object, Path], tmp_path: Path
+) -> None:
+    from domain_gap.analysis.extract import extract_domain
+    from domain_gap.data.dataset import DomainDataset
+
+    _, ckpt = tiny_model
+    config = _cfg(config_for, tiny_sample, ckpt, tmp_path / "cache")
+    dataset = DomainDataset(config)
+    n = len(dataset.select("kitti", "val"))
+    assert n >= 5
+    # interrupted after one batch of 2: exactly those 2 shards exist, no temp file
+    failing = _runner(config, tiny_model, fail_after=1)
+    with pytest.raises(KeyboardInterrupt):
+        extract_domain(config, dataset, "kitti", "val", runner=failing, progress=False)
+    shards = list((tmp_path / "cache").rglob("*.npz"))
+    assert len(shards) == 2
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.name.endswith(".tmp")]
+    # resume: only the rest is computed
+    resume = _runner(config, tiny_model)
+    first = extract_domain(config, dataset, "kitti", "val", runner=resume, progress=False)
+    assert resume.samples == n - 2
+    # rerun: no model call at all, identical records
+    again = _runner(config, tiny_model)
+    second = extract_domain(config, dataset, "kitti", "val", runner=again, progress=False)
+    assert again.batches == 0
+    np.testing.assert_array_equal(first.embeddings, second.embeddings)
+    np.testing.assert_array_equal(first.loss, second.loss)
+    assert first.metadata.keys() == second.metadata.keys()
+    # a corrupt shard is recomputed, alone
+    victim = sorted((tmp_path / "cache").rglob("*.npz"))[0]
+    victim.write_bytes(b"garbage")
+    fix = _runner(config, tiny_model)
+    with pytest.warns(UserWarning, match="corrupt cache shard"):
+        third = extract_domain(config, dataset, "kitti", "val", runner=fix, progress=False)
+    assert fix.samples == 1
+    np.testing.assert_array_equal(third.embeddings, first.embeddings)
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.name.endswith(".tmp")]
+
+
+@pytest.mark.slow
+def test_prep_tap_or_model_change_invalidates(
+    tiny_sample: Path, config_for: object, tiny_model: tuple[object, Path], tmp_path: Path
+) -> None:
+    from domain_gap.analysis.extract import extract_domain
+    from domain_gap.data.dataset import DomainDataset
+
+    _, ckpt = tiny_model
+    cache = tmp_path / "cache"
+    base = _cfg(config_for, tiny_sample, ckpt, cache)
+    n = len(DomainDataset(base).select("cityscapes", "val"))
+
+    def computed(config: object) -> int:
+        runner = _runner(config, tiny_model)
+        extract_domain(
+            config, DomainDataset(config), "cityscapes", "val", runner=runner, progress=False
+        )
+        return runner.samples
+
+    assert computed(base) == n
+    assert computed(base) == 0
+    assert computed(_cfg(config_for, tiny_sample, ckpt, cache, tap="decoder")) == n
+    other = config_for(
+        tiny_sample,
+        top={
+            "cache_dir": str(cache),
+            "image": {"height": 96, "width": 192, "resize": "pad"},
+            "model": {"checkpoint": str(ckpt), "batch_size": 2},
+        },
+    )
+    assert computed(other) == n
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes(ckpt.read_bytes() + b"\0")  # another file: another model hash
+    assert FeatureCache.for_config(_cfg(config_for, tiny_sample, copy, cache)).root != (
+        FeatureCache.for_config(base).root
+    )
+    assert computed(base) == 0
+
+
+def test_missing_checkpoint_is_one_clear_error(
+    tiny_sample: Path, config_for: object, tmp_path: Path
+) -> None:
+    from domain_gap.analysis.extract import extract_domain
+    from domain_gap.data.dataset import DomainDataset
+
+    config = _cfg(config_for, tiny_sample, tmp_path / "nope.pt", tmp_path / "cache")
+    with pytest.raises(ValueError, match=r"nope\.pt: model checkpoint not found"):
+        extract_domain(config, DomainDataset(config), "kitti", "val", progress=False)
