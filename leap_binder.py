@@ -10,19 +10,19 @@ import os
 
 os.environ.setdefault("TL_DISABLE_ANALYTICS", "true")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-from code_loader import leap_binder  # noqa: E402
-from code_loader.contract.datasetclasses import (  # noqa: E402
+import numpy as np
+import onnxruntime as ort
+from code_loader import leap_binder
+from code_loader.contract.datasetclasses import (
     PredictionTypeHandler,
     PreprocessResponse,
 )
-from code_loader.contract.enums import DataStateType, LeapDataType, MetricDirection  # noqa: E402
-from code_loader.contract.responsedataclasses import LeapAnalysisConfiguration  # noqa: E402
-from code_loader.contract.visualizer_classes import LeapImage, LeapImageMask  # noqa: E402
-from code_loader.inner_leap_binder.leapbinder_decorators import (  # noqa: E402
+from code_loader.contract.enums import DataStateType, LeapDataType, MetricDirection
+from code_loader.contract.responsedataclasses import LeapAnalysisConfiguration
+from code_loader.contract.visualizer_classes import LeapImage, LeapImageMask
+from code_loader.inner_leap_binder.leapbinder_decorators import (
     tensorleap_custom_latent_space,
     tensorleap_custom_loss,
     tensorleap_custom_metric,
@@ -36,9 +36,9 @@ from code_loader.inner_leap_binder.leapbinder_decorators import (  # noqa: E402
     tensorleap_unlabeled_preprocess,
 )
 
-from domain_gap import encoders, metadata, metrics, source, visualize  # noqa: E402
-from domain_gap.data.cityscapes import VEHICLE_KEYS as CITYSCAPES_VEHICLE_KEYS  # noqa: E402
-from domain_gap.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES  # noqa: E402
+from domain_gap import encoders, metadata, metrics, source, visualize
+from domain_gap.data.cityscapes import VEHICLE_KEYS as CITYSCAPES_VEHICLE_KEYS
+from domain_gap.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 
 ROOT = Path(__file__).resolve().parent
 MASK_LABELS = [*CLASS_NAMES, "void"]
@@ -133,7 +133,7 @@ def vehicle(sample_id: str, preprocess: PreprocessResponse) -> dict[str, float]:
 def _onnx_path() -> Path:
     path = source.active_config().resolve(source.active_config().model.onnx)
     if path is None:
-        raise FileNotFoundError("config model.onnx is not set; export one with domain-gap export-onnx")
+        raise FileNotFoundError("config: model.onnx is not set (use domain-gap export-onnx)")
     return Path(path)
 
 
@@ -187,13 +187,14 @@ def pixel_accuracy(logits: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return metrics.pixel_accuracy(_confusion(logits, mask)).astype(np.float32)
 
 
-@tensorleap_custom_metric(
-    "class_iou", direction={f"iou_{n.replace(' ', '_')}": MetricDirection.Upward for n in CLASS_NAMES}
-)
+IOU_KEYS = [f"iou_{name.replace(' ', '_')}" for name in CLASS_NAMES]
+
+
+@tensorleap_custom_metric("class_iou", direction=dict.fromkeys(IOU_KEYS, MetricDirection.Upward))
 def class_iou(logits: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
     """IoU of every class per sample (NaN where the class is in neither GT nor prediction)."""
     iou = metrics.per_class_iou(_confusion(logits, mask)).astype(np.float32)
-    return {f"iou_{n.replace(' ', '_')}": iou[:, c] for c, n in enumerate(CLASS_NAMES)}
+    return {key: iou[:, c] for c, key in enumerate(IOU_KEYS)}
 
 
 # --- visualizers: each gets one sample with a leading batch axis of 1 ------------------------

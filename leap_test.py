@@ -13,18 +13,18 @@ import os
 
 os.environ.setdefault("TL_DISABLE_ANALYTICS", "true")
 
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from collections.abc import Iterable  # noqa: E402
-from pathlib import Path  # noqa: E402
+import json
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 ENTRY = "leap_binder.py"
 SAMPLES_PER_DOMAIN = 2
 
 
-class IntegrationFailure(RuntimeError):
+class IntegrationError(RuntimeError):
     """A registered function, or the platform check, failed."""
 
 
@@ -51,11 +51,11 @@ def run_platform_check() -> dict:
                           text=True, check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("@@")]
     if proc.returncode != 0 or not lines:
-        raise IntegrationFailure(f"check_dataset crashed:\n{proc.stderr.strip()[-4000:]}")
+        raise IntegrationError(f"check_dataset crashed:\n{proc.stderr.strip()[-4000:]}")
     report = json.loads(lines[-1][2:])
     if not report["is_valid"]:
         details = report["general_error"] or json.dumps(report["failed"], indent=2)
-        raise IntegrationFailure(f"check_dataset (platform mode) is not valid:\n{details}")
+        raise IntegrationError(f"check_dataset (platform mode) is not valid:\n{details}")
     return report
 
 
@@ -82,7 +82,7 @@ def run_integration_tests(per_domain: int = SAMPLES_PER_DOMAIN) -> list[tuple[st
             try:
                 leap_binder.integration_test(sid, subset)
             except Exception as exc:  # report which sample and function failed
-                raise IntegrationFailure(f"integration test failed on {sid} ({subset.state.name}): "
+                raise IntegrationError(f"integration test failed on {sid} ({subset.state.name}): "
                                          f"{exc}") from exc
             done.append((subset.state.name, sid))
     return done
@@ -97,7 +97,7 @@ def main() -> None:
         report = run_platform_check()
         print(f"check_dataset (IS_TENSORLEAP_PLATFORM=true): valid; tests: {report['payloads']}")
         done = run_integration_tests()
-    except IntegrationFailure as exc:
+    except IntegrationError as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         sys.exit(1)
     states = sorted({state for state, _ in done})

@@ -8,7 +8,7 @@ from domain_gap.config import Config, load_config
 
 
 def ensure_demo_inputs(config: Config | None = None, size: str = "demo") -> Path:
-    """Write the built-in SYNTHETIC sample where ``config`` (default: configs/sample.yaml) expects it.
+    """Write the built-in SYNTHETIC sample where ``config`` (default: the sample config) expects it.
 
     Every domain root of the config must be a local folder named after its kind inside one
     sample folder (``.../cityscapes``, ``.../kitti``); the sample writer skips a complete one.
