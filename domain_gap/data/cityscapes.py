@@ -26,6 +26,16 @@ VEHICLE_KEYS = (
 LABELED_SPLITS = ("train", "val")
 UNLABELED_SPLITS = ("test", "train_extra")
 PATTERN = "leftImg8bit/{split}/<city>/<city>_<seq>_<frame>" + IMAGE_SUFFIX
+VEHICLE_KEYS = (
+    "gpsHeading",
+    "gpsLatitude",
+    "gpsLongitude",
+    "gpsAltitude",
+    "speed",
+    "outsideTemperature",
+    "yawRate",
+)
+"""The keys of a real Cityscapes ``*_vehicle.json`` (in file order)."""
 
 
 def index_cityscapes(storage: Storage, cfg: DomainConfig, seed: int = 0) -> list[SampleRecord]:
