@@ -426,9 +426,9 @@ def run_analysis(
     stages = _Stages(progress)
     if len(config.domains) < 2:
         raise PipelineError("config domains: need at least two domains (a source and a target)")
+    cache = FeatureCache.for_config(config)  # fails fast on a missing checkpoint
     with stages.stage("index data"):
         dataset = DomainDataset(config)
-        cache = FeatureCache.for_config(config)
     with stages.stage("extract"):
         feats = extract_all(config, dataset, cache, runner or LazyRunner(config, cache), progress)
     result = analyse(config, feats, bandwidth=bandwidth, stages=stages)
