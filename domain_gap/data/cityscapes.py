@@ -19,14 +19,6 @@ IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
 VEHICLE_SUFFIX = "_vehicle.json"
 VEHICLE_KEYS = (
-    "gpsHeading", "gpsLatitude", "gpsLongitude", "gpsAltitude",
-    "speed", "outsideTemperature", "yawRate",
-)
-"""The fields of a Cityscapes ``*_vehicle.json`` file."""
-LABELED_SPLITS = ("train", "val")
-UNLABELED_SPLITS = ("test", "train_extra")
-PATTERN = "leftImg8bit/{split}/<city>/<city>_<seq>_<frame>" + IMAGE_SUFFIX
-VEHICLE_KEYS = (
     "gpsHeading",
     "gpsLatitude",
     "gpsLongitude",
@@ -35,7 +27,10 @@ VEHICLE_KEYS = (
     "outsideTemperature",
     "yawRate",
 )
-"""The keys of a real Cityscapes ``*_vehicle.json`` (in file order)."""
+"""The fields of a Cityscapes ``*_vehicle.json`` file."""
+LABELED_SPLITS = ("train", "val")
+UNLABELED_SPLITS = ("test", "train_extra")
+PATTERN = "leftImg8bit/{split}/<city>/<city>_<seq>_<frame>" + IMAGE_SUFFIX
 
 
 def index_cityscapes(storage: Storage, cfg: DomainConfig, seed: int = 0) -> list[SampleRecord]:

@@ -122,12 +122,15 @@ class GCSStorage(Storage):
         self.location = f"gs://{bucket}/{self.prefix}" if self.prefix else f"gs://{bucket}"
         self.cache_root = Path(cache_dir).expanduser() / bucket
         self._client = client
+        self._client_pid = os.getpid()
         self._sizes: dict[str, int] = {}  # object sizes seen while listing
 
     @property
     def client(self):
-        if self._client is None:
+        # One client per process: HTTP sessions must not be shared across fork (data workers).
+        if self._client is None or self._client_pid != os.getpid():
             self._client = _gcs_client()
+            self._client_pid = os.getpid()
         return self._client
 
     def _object(self, rel: str) -> str:
