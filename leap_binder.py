@@ -137,13 +137,23 @@ def _onnx_path() -> Path:
     return Path(path)
 
 
+EMBEDDING_DIM = source.active_config().model.embedding_dim
+
+
 @tensorleap_load_model([
     PredictionTypeHandler("segmentation", list(CLASS_NAMES), channel_dim=1),
-    PredictionTypeHandler("embedding", [f"e{i}" for i in range(256)], channel_dim=1),
+    PredictionTypeHandler("embedding", [f"e{i}" for i in range(EMBEDDING_DIM)], channel_dim=1),
 ])
 def load_model() -> ort.InferenceSession:
     """The exported ONNX model: outputs ``logits`` (B,19,H,W) and ``embedding`` (B,d)."""
-    return ort.InferenceSession(str(_onnx_path()), providers=["CPUExecutionProvider"])
+    path = _onnx_path()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outputs = session.get_outputs()
+    if len(outputs) != 2 or outputs[1].shape[-1] != EMBEDDING_DIM:
+        shapes = [(o.name, o.shape) for o in outputs]
+        raise ValueError(f"{path}: expected outputs logits and embedding (B, {EMBEDDING_DIM}) "
+                         f"(config model.embedding_dim), got {shapes}")
+    return session
 
 
 @tensorleap_custom_latent_space("embedding", use_ls_for_analysis=True)
