@@ -157,7 +157,8 @@ def _format_errors(source: str, err: ValidationError) -> str:
 def parse_config(data: object, source: str = "<config>", base_dir: str | Path = ".") -> Config:
     """Validate a mapping (as read from YAML) into a :class:`Config`."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+        kind = type(data).__name__
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {kind}")
     data = dict(data)
     data.setdefault("base_dir", str(base_dir))
     try:
