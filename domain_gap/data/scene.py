@@ -13,6 +13,7 @@ draws one frame from a :class:`numpy.random.Generator`. Pure numpy/OpenCV, no I/
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
@@ -267,6 +268,11 @@ def _pick(rng: np.random.Generator, colors) -> Color:
     return colors[int(rng.integers(len(colors)))]
 
 
+def _per_side(rng: np.random.Generator, span: tuple[int, int], extra: float) -> int:
+    """One side's share of a per-frame count range: about half, plus one with prob. ``extra``."""
+    return int(rng.integers(span[0], span[1] + 1)) // 2 + int(rng.random() < extra)
+
+
 def _band(cam: _Camera, x0: float, x1: float, z0: float, z1: float) -> np.ndarray:
     """Image polygon of the ground rectangle x0..x1 (lateral) x z0..z1 (depth)."""
     xs = np.array([x0, x1, x1, x0])
@@ -298,7 +304,7 @@ class _Scene:
         self.min_thin = max(3, round(w / 170))
         self.z_near = max(self.cam.z_bottom, 1.5)
         self.z_far = 250.0
-        self.objects: list[tuple[float, object]] = []  # (depth, draw callable)
+        self.objects: list[tuple[float, Callable[[], None]]] = []  # (depth, draw)
 
     # ------------------------------------------------------------------ layout
     def build(self) -> None:
@@ -489,7 +495,7 @@ class _Scene:
                 c.poly(np.stack([u, v], 1), None, frame if rng.random() < 0.3 else glass, FLAT)
 
     # ------------------------------------------------------------------ standing objects
-    def _add(self, z: float, draw) -> None:
+    def _add(self, z: float, draw: Callable[[], None]) -> None:
         self.objects.append((z, draw))
 
     def _side_objects(self, side: dict) -> None:
@@ -520,9 +526,7 @@ class _Scene:
             z = rng.uniform(25, 80)
             x = sg * rng.uniform(outer + 6, outer + 25)
             self._add(z + 6, lambda x=x, z=z: self._house(x, z))
-        for _ in range(
-            int(rng.integers(s.poles[0], s.poles[1] + 1)) // 2 + int(rng.random() < 0.5)
-        ):
+        for _ in range(_per_side(rng, s.poles, 0.5)):
             x = sg * (
                 edge
                 + (side["verge"][1] - side["verge"][0] if side["verge"] else 0)
@@ -530,9 +534,7 @@ class _Scene:
             )
             z = rng.uniform(self.z_near + 1, 45)
             self._add(z, lambda x=x, z=z: self._pole(x, z))
-        for _ in range(
-            int(rng.integers(s.persons[0], s.persons[1] + 1)) // 2 + int(rng.random() < 0.3)
-        ):
+        for _ in range(_per_side(rng, s.persons, 0.3)):
             x = sg * rng.uniform(walk[0] + 0.3, max(walk[1] - 0.3, walk[0] + 0.6))
             z = rng.uniform(self.z_near + 0.5, min(45, 1.75 * self.cam.f / (0.07 * self.cam.h)))
             self._add(z, lambda x=x, z=z: self._person(x, z))
