@@ -114,9 +114,11 @@ def main() -> None:
     ap.add_argument("--permutations", type=int, default=200)
     ap.add_argument("--dense-limit-gb", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--budget-mb", type=float, default=256.0, help="mmd_test memory_budget_mb")
     args = ap.parse_args()
     print(
         f"MMD permutation test, d={args.dim}, B={args.permutations}, "
+        f"streaming memory_budget_mb={args.budget_mb:g}, "
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
     )
     header = f"{'n/side':>7} {'method':<22} {'seconds':>8} {'peak MiB':>9} {'p-value':>8}"
@@ -131,7 +133,14 @@ def main() -> None:
         runs: dict[str, tuple[float, float, float]] = {}
         for dtype in ("float32", "float64"):
             res, dt, peak = measure(
-                latent.mmd_test, x, y, bw, args.permutations, args.seed, dtype=dtype
+                latent.mmd_test,
+                x,
+                y,
+                bw,
+                args.permutations,
+                args.seed,
+                dtype=dtype,
+                memory_budget_mb=args.budget_mb,
             )
             runs[f"streaming {dtype}"] = (res["p_value"], dt, peak)
         dense_gb = (2 * n) ** 2 * 4 / 2**30

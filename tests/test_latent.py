@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -104,6 +105,34 @@ def test_mmd2_matches_brute_force_in_one_and_many_blocks(small_pair) -> None:
     assert latent.mmd2_unbiased(x, y, bw, dtype="float32") == pytest.approx(ref, abs=1e-5)
 
 
+def _gauss_expect(mu: np.ndarray, s: np.ndarray, bw: float) -> float:
+    """E exp(-‖D‖²/2bw²) for D ~ N(mu, s)."""
+    d = len(mu)
+    quad = mu @ np.linalg.solve(s + bw**2 * np.eye(d), mu)
+    return float(np.linalg.det(np.eye(d) + s / bw**2) ** -0.5 * np.exp(-0.5 * quad))
+
+
+def test_mmd2_is_unbiased_for_the_gaussian_closed_form() -> None:
+    rng = np.random.default_rng(21)
+    d, bw = 2, 1.0
+    mu, s1, s2 = np.array([0.6, -0.3]), np.diag([1.0, 0.5]), np.array([[0.8, 0.2], [0.2, 0.6]])
+    zero = np.zeros(d)
+    truth = (
+        _gauss_expect(zero, 2 * s1, bw)
+        + _gauss_expect(zero, 2 * s2, bw)
+        - 2 * _gauss_expect(mu, s1 + s2, bw)
+    )
+    est = [
+        latent.mmd2_unbiased(
+            rng.multivariate_normal(zero, s1, 500), rng.multivariate_normal(mu, s2, 500), bw
+        )
+        for _ in range(20)
+    ]
+    se = np.std(est, ddof=1) / np.sqrt(len(est))
+    assert abs(np.mean(est) - truth) < 4 * se
+    assert truth > 10 * se  # the check has power: the gap is far from 0
+
+
 def test_median_bandwidth_is_median_pairwise_distance(small_pair) -> None:
     x, _ = small_pair
     assert latent.median_bandwidth(x) == pytest.approx(
@@ -141,6 +170,18 @@ def test_permutation_p_value_equals_naive_loop(small_pair) -> None:
     # a budget this small forces many column passes and blocks: same answer
     chunked = latent.mmd_test(x, y, bw, permutations=99, seed=5, memory_budget_mb=1e-3)
     assert chunked["p_value"] == res["p_value"]
+
+
+def test_mmd_test_stays_within_its_memory_budget() -> None:
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(size=(1500, 16)), rng.normal(size=(1500, 16))
+    dense_mib = (3000**2) * 8 / 2**20  # one float64 pooled kernel matrix: 69 MiB
+    bw = latent.median_bandwidth(x)
+    tracemalloc.start()
+    latent.mmd_test(x, y, bw, permutations=50, memory_budget_mb=8)
+    peak_mib = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    assert peak_mib < 10 < dense_mib
 
 
 def test_p_value_never_zero_and_huge_shift_hits_floor() -> None:

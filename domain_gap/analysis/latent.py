@@ -13,8 +13,10 @@ statistic, all permutation statistics and all bootstrap replicates:
 
 * time O(N² · (d + k)) for k weight vectors (k = 1 + B permutations + 3 per bootstrap
   replicate), half of it saved by symmetry;
-* memory O(b² + N · k_chunk + N · d) with the block size b and the column chunk k_chunk chosen
-  from ``memory_budget_mb``; the N x N matrix is never held.
+* memory O(N·d + N·k_chunk + b²): the block edge b and the columns per pass k_chunk are
+  chosen so that the working set stays within ``memory_budget_mb`` (default 256 MiB; more
+  passes over the kernel when many columns do not fit at once, and never below the O(N·d)
+  floor of holding the data). The N x N matrix is never held.
 """
 
 from __future__ import annotations
@@ -213,13 +215,20 @@ def _kernel_block(
     return g
 
 
-def _block_size(n_total: int, d: int, k: int, itemsize: int, budget_bytes: float) -> int:
-    """Largest block edge b whose working set (b² + 2·b·k + 2·b·d items) fits the budget."""
-    per = budget_bytes / itemsize
-    # b² + b·(2k + 2d) <= per
-    lin = 2 * k + 2 * d
+MIN_BLOCK = 64
+"""Smallest block edge; below it the Python loop overhead dominates."""
+
+
+def _block_size(n_total: int, k: int, itemsize: int, budget_bytes: float) -> int:
+    """Largest block edge b whose working set fits ``budget_bytes``.
+
+    Per block: the kernel block (b² items), its product with the weights (b·k items) and the
+    float64 operands of the accumulation (2·b·k float64).
+    """
+    lin = k * (itemsize + 16) / itemsize
+    per = max(budget_bytes, 0.0) / itemsize
     b = int((-lin + math.sqrt(lin * lin + 4 * per)) / 2)
-    return max(64, min(n_total, b))
+    return max(MIN_BLOCK, min(n_total, b))
 
 
 def kernel_forms(
@@ -234,16 +243,19 @@ def kernel_forms(
 
     ``K₀`` is the kernel matrix of the rows of ``z`` with a zero diagonal (so forms exclude
     self-pairs). ``weights`` is (N, k). Blocks of the upper triangle are computed once each;
-    results are accumulated in float64 whatever ``dtype`` the blocks use. The working set is
-    bounded by ``memory_budget_mb`` besides ``z`` and ``weights`` themselves.
+    results are accumulated in float64 whatever ``dtype`` the blocks use. The block edge is
+    the largest whose working set fits ``memory_budget_mb`` minus what ``z``, ``weights`` and
+    their working-dtype copies already take (at least ``MIN_BLOCK``).
     """
     dt = np.dtype(dtype)
-    n_total, d = z.shape
+    n_total = len(z)
     k = weights.shape[1]
     zz = np.ascontiguousarray(z, dtype=dt)
     w = np.ascontiguousarray(weights, dtype=dt)
     sq = np.einsum("ij,ij->i", zz, zz)
-    b = _block_size(n_total, d, k, dt.itemsize, memory_budget_mb * 2**20)
+    held = z.nbytes + w.nbytes + (zz.nbytes if zz is not z else 0)
+    held += weights.nbytes if w is not weights else 0
+    b = _block_size(n_total, k, dt.itemsize, memory_budget_mb * 2**20 - held)
     q = np.zeros(k, dtype=np.float64)
     r = np.zeros(n_total, dtype=np.float64)
     starts = list(range(0, n_total, b))
@@ -254,12 +266,14 @@ def kernel_forms(
             kb = _kernel_block(zz[i0:i1], zz[j0:j1], sq[i0:i1], sq[j0:j1], kernel)
             if i0 == j0:
                 np.fill_diagonal(kb, 0.0)
-                q += np.einsum("ij,ij->j", w[i0:i1], kb @ w[j0:j1], dtype=np.float64)
-                r[i0:i1] += kb.sum(1, dtype=np.float64)
+            contrib = np.einsum("ij,ij->j", w[i0:i1], kb @ w[j0:j1], dtype=np.float64)
+            r[i0:i1] += kb.sum(1, dtype=np.float64)
+            if i0 == j0:
+                q += contrib
             else:
-                q += 2.0 * np.einsum("ij,ij->j", w[i0:i1], kb @ w[j0:j1], dtype=np.float64)
-                r[i0:i1] += kb.sum(1, dtype=np.float64)
+                q += 2.0 * contrib
                 r[j0:j1] += kb.sum(0, dtype=np.float64)
+            del kb
     return q, r
 
 
@@ -271,7 +285,7 @@ def _pooled(x: np.ndarray, y: np.ndarray, kernel: _Kernel) -> np.ndarray:
     """
     z = np.vstack([x, y])
     if kernel.kind == "gaussian":
-        z = z - z.mean(0)
+        z -= z.mean(0)
     return z
 
 
@@ -286,31 +300,49 @@ def _mmd2_from_forms(sxx: np.ndarray, s_r: np.ndarray, total: float, n: int, m: 
     return sxx / (n * (n - 1)) + syy / (m * (m - 1)) - 2.0 * sxy / (n * m)
 
 
-def _bootstrap_columns(rng: np.random.Generator, n: int, m: int, n_boot: int) -> np.ndarray:
-    """Per replicate three weight columns on the pooled rows: counts_x, counts_y, x + y."""
-    cols = np.zeros((n + m, 3 * n_boot))
-    for b in range(n_boot):
-        cx = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
-        cy = np.bincount(rng.integers(0, m, m), minlength=m).astype(np.float64)
-        cols[:n, 3 * b] = cx
-        cols[n:, 3 * b + 1] = cy
-        cols[:n, 3 * b + 2] = cx
-        cols[n:, 3 * b + 2] = cy
-    return cols
+class _BootstrapColumns:
+    """Weight columns of tie-excluded bootstrap replicates, generated lazily in order.
 
-
-def _mmd2_from_bootstrap(q: np.ndarray, cols: np.ndarray, n: int, m: int) -> np.ndarray:
-    """Tie-excluded bootstrap MMD² replicates from the forms of :func:`_bootstrap_columns`.
-
-    A row drawn c times contributes c(c-1)/2 pairs with itself; those are left out (K₀ has a
-    zero diagonal) and so are the matching pair counts, so each replicate is an unbiased
-    U-statistic over distinct original samples.
+    Replicate b draws ``rng.integers(0, n, n)`` then ``rng.integers(0, m, m)`` and gives three
+    columns on the pooled rows: the source counts c_x, the target counts c_y, and c_x + c_y.
+    The sums of squared counts are kept for :meth:`replicates`.
     """
-    qx, qy, qs = q[0::3], q[1::3], q[2::3]
-    cx2 = (cols[:, 0::3] ** 2).sum(0)
-    cy2 = (cols[:, 1::3] ** 2).sum(0)
-    cross = (qs - qx - qy) / 2.0
-    return qx / (n * n - cx2) + qy / (m * m - cy2) - 2.0 * cross / (n * m)
+
+    def __init__(self, rng: np.random.Generator, n: int, m: int, n_boot: int) -> None:
+        self.rng, self.n, self.m, self.n_boot = rng, n, m, n_boot
+        self.sq_x: list[float] = []
+        self.sq_y: list[float] = []
+        self._pending: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return 3 * self.n_boot
+
+    def next_column(self) -> np.ndarray:
+        if not self._pending:
+            n, m = self.n, self.m
+            cx = np.bincount(self.rng.integers(0, n, n), minlength=n).astype(np.float64)
+            cy = np.bincount(self.rng.integers(0, m, m), minlength=m).astype(np.float64)
+            self.sq_x.append(float(cx @ cx))
+            self.sq_y.append(float(cy @ cy))
+            zx, zy = np.zeros(m), np.zeros(n)
+            self._pending = [np.r_[cx, zx], np.r_[zy, cy], np.r_[cx, cy]]
+        return self._pending.pop(0)
+
+    def replicates(self, q: np.ndarray) -> np.ndarray:
+        """MMD² per replicate from the forms of its three columns.
+
+        A row drawn c times makes c(c-1) ordered pairs with its own copies; those are left out
+        (K₀ has a zero diagonal) and so are they from the pair counts (n² - Σc²), so each
+        replicate is an unbiased U-statistic over distinct original samples.
+        """
+        n, m = self.n, self.m
+        qx, qy, qs = q[0::3], q[1::3], q[2::3]
+        cross = (qs - qx - qy) / 2.0
+        return (
+            qx / (n * n - np.array(self.sq_x))
+            + qy / (m * m - np.array(self.sq_y))
+            - 2.0 * cross / (n * m)
+        )
 
 
 def _check_bandwidth(bandwidth: float) -> float:
@@ -325,8 +357,9 @@ def median_bandwidth(x: np.ndarray, max_points: int = 2000, seed: int = 0) -> fl
 
     At most ``max_points`` rows are used (a seeded subsample without replacement). Freeze the
     value once per analysis and pass it to :func:`mmd_test` for every mitigation so that MMD²
-    stays comparable. If all sampled rows coincide, the mean of the nonzero distances of the
-    full sample is used, and 1.0 if there are none.
+    stays comparable. Memory O(max_points²) (16 MB at the default), outside the
+    ``memory_budget_mb`` of the tests. If all sampled rows coincide, the mean of the nonzero
+    distances of the full sample is used, and 1.0 if there are none.
     """
     xs = as_matrix(x, "x (source embeddings)")
     if max_points < 2:
@@ -336,8 +369,8 @@ def median_bandwidth(x: np.ndarray, max_points: int = 2000, seed: int = 0) -> fl
         xs_sub = xs[np.sort(rng.choice(len(xs), max_points, replace=False))]
     else:
         xs_sub = xs
-    dist = pdist(xs_sub)
-    med = float(np.median(dist))
+    dist = pdist(xs_sub)  # max_points²/2 float64: 16 MB at the default
+    med = float(np.median(dist, overwrite_input=True))  # reorders dist; its values stay
     if med > 0:
         return med
     nonzero = dist[dist > 0]
@@ -372,10 +405,11 @@ def mmd2_unbiased(
     return float(_mmd2_from_forms(q, s[:, 0] @ r, float(r.sum()), n, m)[0])
 
 
-def _chunk_columns(n_total: int, n_cols: int, itemsize: int, budget_bytes: float) -> int:
-    """How many weight columns to process per pass so that N x chunk stays in half the budget."""
-    per_col = n_total * itemsize * 3  # the weights, their dtype copy and the block products
-    return max(1, min(n_cols, int(budget_bytes / 2 / per_col)))
+def _chunk_columns(n_total: int, d: int, n_cols: int, itemsize: int, budget_bytes: float) -> int:
+    """Weight columns per pass: the (N, chunk) weights take at most a third of what the
+    budget leaves after the pooled data (float64 plus a working-dtype copy)."""
+    left = budget_bytes - n_total * d * (8 + itemsize)
+    return max(1, min(n_cols, int(left / 3 / (n_total * itemsize))))
 
 
 def _permutation_forms(
@@ -387,37 +421,40 @@ def _permutation_forms(
     *,
     dtype: Dtype,
     memory_budget_mb: float,
-    extra: np.ndarray | None = None,
+    extra: _BootstrapColumns | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Forms for [identity, B permutations, extra columns] in as few passes as the budget allows.
 
     Permutation b (0-based) labels ``rng.permutation(N)[:n]`` as source, with
-    ``rng = np.random.default_rng(seed)`` drawn in order.
+    ``rng = np.random.default_rng(seed)`` drawn in order. Returns the forms of all columns,
+    ``s_r = sᵀ(K₀1)`` for the identity and permutation columns, and the row sums ``K₀1``.
+    Weight columns are generated per pass, so at most one pass's columns are held.
     """
-    n_total = len(z)
-    n_extra = 0 if extra is None else extra.shape[1]
-    n_cols = 1 + permutations + n_extra
-    chunk = _chunk_columns(n_total, n_cols, np.dtype(dtype).itemsize, memory_budget_mb * 2**20)
+    n_total, d = z.shape
+    dt = np.dtype(dtype)
+    n_cols = 1 + permutations + (0 if extra is None else len(extra))
+    chunk = _chunk_columns(n_total, d, n_cols, dt.itemsize, memory_budget_mb * 2**20)
     rng = np.random.default_rng(seed)
     q_all = np.empty(n_cols)
     s_r = np.empty(1 + permutations)
     row_sums = np.zeros(n_total)
     for c0 in range(0, n_cols, chunk):
         c1 = min(c0 + chunk, n_cols)
-        w = np.zeros((n_total, c1 - c0))
+        w = np.zeros((n_total, c1 - c0), dtype=dt)
+        members: list[tuple[int, np.ndarray]] = []  # (column, source rows) of this pass
         for j, col in enumerate(range(c0, c1)):
-            if col == 0:
-                w[:n, j] = 1.0
-            elif col <= permutations:
-                w[rng.permutation(n_total)[:n], j] = 1.0
+            if col <= permutations:
+                rows = np.arange(n) if col == 0 else rng.permutation(n_total)[:n]
+                members.append((col, rows))
+                w[rows, j] = 1.0
             else:
-                w[:, j] = extra[:, col - 1 - permutations]  # type: ignore[index]
-        q, r = kernel_forms(z, kernel, w, dtype=dtype, memory_budget_mb=memory_budget_mb)
-        q_all[c0:c1] = q
-        row_sums = r
-        n_perm_cols = max(0, min(c1, 1 + permutations) - c0)
-        if n_perm_cols:
-            s_r[c0 : c0 + n_perm_cols] = w[:, :n_perm_cols].T @ r
+                w[:, j] = extra.next_column()  # type: ignore[union-attr]
+        q_all[c0:c1], row_sums = kernel_forms(
+            z, kernel, w, dtype=dtype, memory_budget_mb=memory_budget_mb
+        )
+        del w
+        for col, rows in members:
+            s_r[col] = row_sums[rows].sum()
     return q_all, s_r, row_sums
 
 
@@ -458,7 +495,7 @@ def mmd_test(
     z = _pooled(xs, ys, kernel)
     boot_cols = None
     if n_boot > 0:
-        boot_cols = _bootstrap_columns(np.random.default_rng([seed, 1]), n, m, n_boot)
+        boot_cols = _BootstrapColumns(np.random.default_rng([seed, 1]), n, m, n_boot)
     q, s_r, r = _permutation_forms(
         z,
         kernel,
@@ -479,9 +516,7 @@ def mmd_test(
     exceed = int(np.sum(null >= observed - tol))
     ci: list[float | None] = [None, None]
     if boot_cols is not None:
-        ci = percentile_interval(
-            _mmd2_from_bootstrap(q[1 + permutations :], boot_cols, n, m), alpha
-        )
+        ci = percentile_interval(boot_cols.replicates(q[1 + permutations :]), alpha)
     return {
         "mmd2": observed,
         "p_value": (1 + exceed) / (permutations + 1),
@@ -551,15 +586,21 @@ def kid(
         ]
     )
     kernel = _Kernel("cubic", dim=xs.shape[1])
-    s = np.zeros((n + m, 1))
-    s[:n] = 1.0
-    boot = _bootstrap_columns(np.random.default_rng([seed, 2]), n, m, n_boot) if n_boot else None
-    w = s if boot is None else np.hstack([s, boot])
-    q, r = kernel_forms(_pooled(xs, ys, kernel), kernel, w, memory_budget_mb=memory_budget_mb)
-    full = float(_mmd2_from_forms(q[:1], s[:, 0] @ r, float(r.sum()), n, m)[0])
+    boot = _BootstrapColumns(np.random.default_rng([seed, 2]), n, m, n_boot) if n_boot else None
+    q, s_r, r = _permutation_forms(
+        _pooled(xs, ys, kernel),
+        kernel,
+        n,
+        0,
+        seed,
+        dtype="float64",
+        memory_budget_mb=memory_budget_mb,
+        extra=boot,
+    )
+    full = float(_mmd2_from_forms(q[:1], s_r, float(r.sum()), n, m)[0])
     ci: list[float | None] = [None, None]
     if boot is not None:
-        ci = percentile_interval(_mmd2_from_bootstrap(q[1:], boot, n, m), alpha)
+        ci = percentile_interval(boot.replicates(q[1:]), alpha)
     return {
         "mean": float(vals.mean()),
         "std": float(vals.std(ddof=1)) if subsets > 1 else 0.0,
