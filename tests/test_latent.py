@@ -274,6 +274,9 @@ def test_c2st_auc_matches_sklearn_and_delong_matches_loops() -> None:
     assert res["auc_se"] == pytest.approx(se)
     z = stats.norm.ppf(0.975)
     assert res["auc_ci"] == pytest.approx([res["auc"] - z * se, min(1.0, res["auc"] + z * se)])
+    assert res["p_value"] == pytest.approx(
+        stats.mannwhitneyu(pos, neg, alternative="greater").pvalue
+    )
     err = ((probs[:60] >= 0.5).mean() + (probs[60:] < 0.5).mean()) / 2
     assert res["error"] == pytest.approx(err)
     assert res["pad"] == pytest.approx(max(0.0, 2 * (1 - 2 * err)))
@@ -344,10 +347,20 @@ def test_bh_adjust_against_hand_calculation_and_scipy() -> None:
 def test_latent_gap_verdicts_and_json() -> None:
     rng = np.random.default_rng(13)
     x = rng.normal(size=(60, 8))
+    px, py = rng.dirichlet(np.ones(3), size=60), rng.dirichlet(np.ones(3), size=50)
     shifted = latent.latent_gap(
-        x, rng.normal(size=(50, 8)) + 0.8, permutations=99, n_boot=30, kid_subsets=5
+        x,
+        rng.normal(size=(50, 8)) + 0.8,
+        permutations=99,
+        n_boot=30,
+        kid_subsets=5,
+        probs_source=px,
+        probs_target=py,
     )
     assert shifted["significant"] and shifted["verdict"].startswith("significant gap")
+    assert shifted["bbsd"]["per_class"][0]["ks"] == pytest.approx(
+        stats.ks_2samp(px[:, 0], py[:, 0]).statistic
+    )
     for key in ("frechet", "mmd", "kid"):
         lo, hi = shifted[key]["ci"]
         assert lo is not None and hi is not None and lo <= hi
@@ -355,6 +368,7 @@ def test_latent_gap_verdicts_and_json() -> None:
         x, rng.normal(size=(50, 8)), permutations=99, n_boot=30, kid_subsets=5, seed=1
     )
     assert not same["significant"] and same["verdict"].startswith("no significant gap")
+    assert same["bbsd"] is None
     json.dumps(shifted, allow_nan=False)
 
 

@@ -238,14 +238,16 @@ def kernel_forms(
     *,
     dtype: Dtype = "float64",
     memory_budget_mb: float = 256.0,
+    reserved_bytes: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Quadratic forms ``q_j = w_jᵀ K₀ w_j`` and row sums ``r = K₀ 1`` of the pooled kernel.
 
     ``K₀`` is the kernel matrix of the rows of ``z`` with a zero diagonal (so forms exclude
     self-pairs). ``weights`` is (N, k). Blocks of the upper triangle are computed once each;
     results are accumulated in float64 whatever ``dtype`` the blocks use. The block edge is
-    the largest whose working set fits ``memory_budget_mb`` minus what ``z``, ``weights`` and
-    their working-dtype copies already take (at least ``MIN_BLOCK``).
+    the largest whose working set fits ``memory_budget_mb`` minus what ``z``, ``weights``,
+    their working-dtype copies and the caller's ``reserved_bytes`` already take (at least
+    ``MIN_BLOCK``).
     """
     dt = np.dtype(dtype)
     n_total = len(z)
@@ -253,7 +255,7 @@ def kernel_forms(
     zz = np.ascontiguousarray(z, dtype=dt)
     w = np.ascontiguousarray(weights, dtype=dt)
     sq = np.einsum("ij,ij->i", zz, zz)
-    held = z.nbytes + w.nbytes + (zz.nbytes if zz is not z else 0)
+    held = reserved_bytes + z.nbytes + w.nbytes + (zz.nbytes if zz is not z else 0)
     held += weights.nbytes if w is not weights else 0
     b = _block_size(n_total, k, dt.itemsize, memory_budget_mb * 2**20 - held)
     q = np.zeros(k, dtype=np.float64)
@@ -406,10 +408,12 @@ def mmd2_unbiased(
 
 
 def _chunk_columns(n_total: int, d: int, n_cols: int, itemsize: int, budget_bytes: float) -> int:
-    """Weight columns per pass: the (N, chunk) weights take at most a third of what the
-    budget leaves after the pooled data (float64 plus a working-dtype copy)."""
+    """Weight columns per pass: the (N, chunk) weights and the permutations' row indices take
+    at most a third of what the budget leaves after the pooled data (float64 plus a
+    working-dtype copy)."""
     left = budget_bytes - n_total * d * (8 + itemsize)
-    return max(1, min(n_cols, int(left / 3 / (n_total * itemsize))))
+    per_col = n_total * (itemsize + 8)
+    return max(1, min(n_cols, int(left / 3 / per_col)))
 
 
 def _permutation_forms(
@@ -445,12 +449,18 @@ def _permutation_forms(
         for j, col in enumerate(range(c0, c1)):
             if col <= permutations:
                 rows = np.arange(n) if col == 0 else rng.permutation(n_total)[:n]
+                rows = rows.astype(np.int32 if n_total < 2**31 else np.int64)
                 members.append((col, rows))
                 w[rows, j] = 1.0
             else:
                 w[:, j] = extra.next_column()  # type: ignore[union-attr]
         q_all[c0:c1], row_sums = kernel_forms(
-            z, kernel, w, dtype=dtype, memory_budget_mb=memory_budget_mb
+            z,
+            kernel,
+            w,
+            dtype=dtype,
+            memory_budget_mb=memory_budget_mb,
+            reserved_bytes=sum(rows.nbytes for _, rows in members),
         )
         del w
         for col, rows in members:
@@ -652,7 +662,8 @@ def c2st(
     probabilities P(target):
 
     * ``auc`` (equal to ``sklearn.metrics.roc_auc_score``) and ``auc_ci``: DeLong normal
-      interval, clipped to [0, 1];
+      interval, clipped to [0, 1]; ``p_value``: one-sided Mann-Whitney test of AUC > 0.5
+      (approximate: out-of-fold scores from different fold models are treated as one sample);
     * ``error``: balanced error ε at threshold 0.5; ``pad`` = 2(1 - 2ε) clipped to [0, 2];
     * ``probs``: per sample, source rows first then target rows (the input order);
     * ``most_target_like_source`` / ``most_source_like_target``: indices (into ``x`` / ``y``)
@@ -683,8 +694,11 @@ def c2st(
     err_tgt = float(np.mean(~pred[n:]))
     error = (err_src + err_tgt) / 2.0
     kk = min(top_k, n, m)
+    # AUC = U / (n m): the one-sided Mann-Whitney test is the test of AUC = 0.5.
+    p_value = float(stats.mannwhitneyu(probs[n:], probs[:n], alternative="greater").pvalue)
     return {
         "auc": auc,
+        "p_value": p_value,
         "auc_ci": [max(0.0, auc - zq * se), min(1.0, auc + zq * se)],
         "auc_se": se,
         "pad": float(np.clip(2.0 * (1.0 - 2.0 * error), 0.0, 2.0)),
@@ -777,8 +791,14 @@ def latent_gap(
     seed: int = 0,
     kid_subsets: int = 50,
     memory_budget_mb: float = 256.0,
+    probs_source: np.ndarray | None = None,
+    probs_target: np.ndarray | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The whole ``latent_gap`` section: FD, MMD² test, KID, C2ST, each with an interval.
+
+    With ``probs_source``/``probs_target`` (per-image mean class probabilities, (n, C) and
+    (m, C)) the section also holds ``bbsd`` (:func:`bbsd`); otherwise ``bbsd`` is ``None``.
 
     ``bandwidth`` should be frozen by the caller (``median_bandwidth`` of the baseline source
     embeddings) so that numbers stay comparable across mitigations; ``None`` computes it here.
@@ -810,6 +830,9 @@ def latent_gap(
     )
     c2 = c2st(xs, ys, seed=seed, alpha=alpha)
     significant, verdict = _verdict(mmd, c2, alpha)
+    shift = None
+    if probs_source is not None and probs_target is not None:
+        shift = bbsd(probs_source, probs_target, alpha=alpha, class_names=class_names)
     return {
         "n_source": len(xs),
         "n_target": len(ys),
@@ -820,6 +843,7 @@ def latent_gap(
         "mmd": mmd,
         "kid": kd,
         "c2st": c2,
+        "bbsd": shift,
         "significant": significant,
         "decision_rule": "MMD permutation test at alpha (pre-specified); C2ST is a second opinion",
         "verdict": verdict,
