@@ -440,9 +440,7 @@ def run_analysis(
         "summary": out / "summary.json",
         "samples": out / "samples.csv",
     }
-    with stages.stage("write outputs"):
-        header, rows = sample_table(feats, result)
-        write_atomic(paths["samples"], csv_bytes(header, rows))
+    with stages.stage("figures and thumbnails"):
         assets = build_assets(
             summary,
             coords=result.coords,
@@ -451,11 +449,15 @@ def run_analysis(
             clusters=result.clusters,
             thumbnail_source=_thumbnail_source(config, dataset, cache),
         )
-        summary["timing_s"] = stages.seconds
-        write_atomic(paths["report"], render_report(summary, assets).encode())
-        write_atomic(
-            paths["summary"], json.dumps(jsonable(summary), indent=1, allow_nan=False).encode()
-        )
+    summary["timing_s"] = stages.seconds
+    header, rows = sample_table(feats, result)
+    write_atomic(paths["samples"], csv_bytes(header, rows))
+    write_atomic(paths["report"], render_report(summary, assets).encode())
+    write_atomic(
+        paths["summary"], json.dumps(jsonable(summary), indent=1, allow_nan=False).encode()
+    )
+    if progress:
+        print(f"[domain-gap] wrote {out}", file=sys.stderr, flush=True)
     return paths
 
 

@@ -30,6 +30,7 @@ def test_number_formatting() -> None:
     assert fmt(3) == "3" and fmt(True) == "yes"
     assert fmt(0.12345) == "0.123" and fmt(0.0) == "0.000"
     assert fmt(1.5e-5) == "1.50e-05" and fmt(123456.0) == "1.23e+05"
+    assert fmt(0.052, 2) == "0.05" and fmt(-0.0004, 2) == "-4.0e-04"
     assert fmt_p(0.0004) == "< 0.001" and fmt_p(0.0123) == "0.012" and fmt_p(None) == DASH
     assert fmt_pct(0.4567) == "45.7%" and fmt_pct(None) == DASH
     assert fmt_ci([0.1, 0.25]) == "[0.100, 0.250]" and fmt_ci([None, 1.0]) == DASH

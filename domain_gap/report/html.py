@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from domain_gap.report.assets import ReportAssets, histogram_fields
+from domain_gap.report.thumbnails import THUMB_WIDTH
 
 DASH = "&ndash;"
 """Shown for a missing or non-finite number."""
@@ -35,10 +36,12 @@ th,td{border:1px solid #dde2e8;padding:4px 8px;text-align:right;vertical-align:t
 th{background:#eef1f5;text-align:center}td.l,th.l{text-align:left}
 .muted{color:#68727d;font-size:12px}.good{color:#2e7d32;font-weight:600}
 .bad{color:#c62828;font-weight:600}.thumbs{display:flex;flex-wrap:wrap;gap:6px}
-figure{margin:0;text-align:center;font-size:11px;color:#4a5560}
+figure{margin:0;text-align:center;font-size:11px;color:#4a5560;width:@THUMB@px}
 figure img{display:block;border:1px solid #ccd}
+figcaption{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.card p{max-width:620px}
 .big{font-size:22px;font-weight:700}
-"""
+""".replace("@THUMB@", str(THUMB_WIDTH + 2))
 
 
 def esc(value: object) -> str:
@@ -70,7 +73,7 @@ def fmt(value: Any, digits: int = 3) -> str:
     v = float(value)
     if not math.isfinite(v):
         return DASH
-    if v != 0 and (abs(v) < 10 ** -(digits - 1) or abs(v) >= 10**5):
+    if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
         return f"{v:.{digits - 1}e}"
     return f"{v:.{digits}f}"
 
@@ -112,9 +115,10 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], align: str = "l
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _short(sample_id: str, keep: int = 34) -> str:
-    name = sample_id.rsplit("/", 1)[-1]
-    return name if len(name) <= keep else "…" + name[-keep:]
+def _short(sample_id: str) -> str:
+    """The file name without extension or the Cityscapes ``_leftImg8bit`` suffix."""
+    stem = sample_id.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    return stem.removesuffix("_leftImg8bit")
 
 
 def thumb(assets: ReportAssets, sample_id: str, caption: str = "") -> str:
