@@ -36,7 +36,7 @@ from domain_gap.analysis.extract import (
     load_predictions,
     read_model_card,
 )
-from domain_gap.analysis.latent import bbsd, latent_gap, median_bandwidth
+from domain_gap.analysis.latent import latent_gap, median_bandwidth
 from domain_gap.analysis.stats_utils import jsonable
 from domain_gap.config import Config, load_config
 from domain_gap.labels import CLASS_NAMES
@@ -180,8 +180,10 @@ def _compare(
             max_dim=a.max_dim,
             alpha=a.alpha,
             seed=config.seed,
+            probs_source=s.prob_mean,
+            probs_target=t.prob_mean,
+            class_names=CLASS_NAMES,
         )
-        gap["bbsd"] = bbsd(s.prob_mean, t.prob_mean, a.alpha, CLASS_NAMES)
     c2 = gap["c2st"]
     probs = np.asarray(c2.pop("probs"))
     prob_s, prob_t = probs[: len(s)], probs[len(s) :]

@@ -185,7 +185,8 @@ def gap_rows(gap: Mapping[str, Any]) -> list[list[str]]:
             "C2ST domain classifier AUC",
             fmt(c2["auc"]),
             fmt_ci(c2.get("auc_ci")),
-            esc(f"{c2.get('folds')}-fold CV, DeLong CI"),
+            esc(f"{c2.get('folds')}-fold CV, DeLong CI")
+            + (f", p = {fmt_p(c2['p_value'])}" if c2.get("p_value") is not None else ""),
             _word(
                 auc_sig and float(c2["auc"]) > 0.5,
                 "a classifier tells the domains apart",
