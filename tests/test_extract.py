@@ -378,3 +378,26 @@ def test_missing_checkpoint_is_one_clear_error(
     config = _cfg(config_for, tiny_sample, tmp_path / "nope.pt", tmp_path / "cache")
     with pytest.raises(ValueError, match=r"nope\.pt: model checkpoint not found"):
         extract_domain(config, DomainDataset(config), "kitti", "val", progress=False)
+
+
+@pytest.mark.slow
+def test_unlabelled_samples_have_no_loss(
+    tiny_sample: Path, config_for: object, tiny_model: tuple[object, Path], tmp_path: Path
+) -> None:
+    from domain_gap.analysis.extract import extract_domain
+    from domain_gap.data.dataset import DomainDataset
+
+    _, ckpt = tiny_model
+    config = _cfg(config_for, tiny_sample, ckpt, tmp_path / "cache")
+    dataset = DomainDataset(config)
+    feats = extract_domain(
+        config, dataset, "kitti", "unlabeled", runner=_runner(config, tiny_model), progress=False
+    )
+    assert len(feats) == len(dataset.select("kitti", "unlabeled")) > 0
+    assert not feats.labelled.any()
+    assert np.isnan(feats.loss).all() and np.isnan(feats.miou).all()
+    assert (feats.class_counts == 0).all() and (feats.confusion == 0).all()
+    assert np.isnan(feats.metadata["frac_road"]).all()
+    assert np.isfinite(feats.embeddings).all() and np.isfinite(feats.metadata["brightness"]).all()
+    np.testing.assert_allclose(feats.pred_frac.sum(axis=1), 1.0)
+    np.testing.assert_allclose(feats.prob_mean.sum(axis=1), 1.0, rtol=1e-5)

@@ -280,13 +280,12 @@ def compute_records(
             orig_hw=p.orig_hw,
             vehicle=p.vehicle,
         )
-        nan_if_unlabelled = (lambda v: v) if labelled[i] else (lambda v: np.full_like(v, np.nan))
         records.append(
             {
                 "embedding": out["embedding"][i].astype(np.float32),
                 "class_emb": out["class_emb"][i].astype(np.float16),
                 "class_counts": out["class_counts"][i].astype(np.int64),
-                "loss": nan_if_unlabelled(np.asarray(loss[i])),
+                "loss": np.asarray(loss[i] if labelled[i] else np.nan),  # not 0.0: no label
                 "miou": np.asarray(miou[i], dtype=np.float64),
                 "class_iou": class_iou[i].astype(np.float64),
                 "pixel_acc": np.asarray(acc[i], dtype=np.float64),
