@@ -141,6 +141,7 @@ def main() -> None:
                 args.seed,
                 dtype=dtype,
                 memory_budget_mb=args.budget_mb,
+                standardize=False,
             )
             runs[f"streaming {dtype}"] = (res["p_value"], dt, peak)
         dense_gb = (2 * n) ** 2 * 4 / 2**30

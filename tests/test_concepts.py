@@ -124,7 +124,9 @@ def test_class_conditional_gap_flags_shifted_class_and_uncomputable_ones() -> No
     assert sky["computable"] is False and "4 target" in sky["note"] and sky["mmd2"] is None
     assert road["iou_drop"] == pytest.approx(0.3)
     # MMD² on the present images equals a brute-force Gaussian-kernel estimate
-    xs, ys, bw = emb_s[:, 1], emb_t[:, 1], car["bandwidth"]
+    pooled = np.vstack([emb_s[:, 1], emb_t[:, 1]])
+    mu, sd = pooled.mean(0), pooled.std(0)
+    xs, ys, bw = (emb_s[:, 1] - mu) / sd, (emb_t[:, 1] - mu) / sd, car["bandwidth"]
 
     def k(a, b):
         return np.exp(-cdist(a, b, "sqeuclidean") / (2 * bw**2))

@@ -164,12 +164,28 @@ def test_permutation_p_value_equals_naive_loop(small_pair) -> None:
     x, y = small_pair
     bw = latent.median_bandwidth(x)
     ref = _naive_p_value(x, y, bw, 99, seed=5)
-    res = latent.mmd_test(x, y, bw, permutations=99, seed=5)
+    res = latent.mmd_test(x, y, bw, permutations=99, seed=5, standardize=False)
     assert res["p_value"] == pytest.approx(ref)
     assert res["mmd2"] == pytest.approx(_brute_mmd2(x, y, bw), rel=1e-10)
     # a budget this small forces many column passes and blocks: same answer
-    chunked = latent.mmd_test(x, y, bw, permutations=99, seed=5, memory_budget_mb=1e-3)
+    chunked = latent.mmd_test(
+        x, y, bw, permutations=99, seed=5, memory_budget_mb=1e-3, standardize=False
+    )
     assert chunked["p_value"] == res["p_value"]
+
+
+def test_standardized_test_is_the_raw_test_on_pooled_z_scores(small_pair) -> None:
+    x, y = small_pair
+    z = np.vstack([x, y])
+    xs, ys = (x - z.mean(0)) / z.std(0), (y - z.mean(0)) / z.std(0)
+    raw = latent.mmd_test(xs, ys, permutations=49, seed=1, standardize=False)
+    std = latent.mmd_test(x, y, permutations=49, seed=1)
+    assert std["standardized"] and not raw["standardized"]
+    assert std["bandwidth"] == pytest.approx(latent.median_bandwidth(xs, seed=1))
+    assert std["mmd2"] == pytest.approx(raw["mmd2"]) and std["p_value"] == raw["p_value"]
+    # a constant feature neither breaks nor changes the test
+    xc, yc = np.c_[x, np.ones(len(x))], np.c_[y, np.ones(len(y))]
+    assert latent.mmd_test(xc, yc, permutations=49, seed=1)["mmd2"] == pytest.approx(std["mmd2"])
 
 
 def test_mmd_test_stays_within_its_memory_budget() -> None:
@@ -207,7 +223,7 @@ def test_mmd_bootstrap_excludes_self_pairs_like_a_naive_loop(small_pair) -> None
         off_x, off_y = ix[:, None] != ix[None, :], iy[:, None] != iy[None, :]
         reps.append(kxx[off_x].mean() + kyy[off_y].mean() - 2 * kz[np.ix_(ix, iy)].mean())
     ref = np.quantile(reps, [0.025, 0.975])
-    res = latent.mmd_test(x, y, bw, permutations=19, seed=seed, n_boot=n_boot)
+    res = latent.mmd_test(x, y, bw, permutations=19, seed=seed, n_boot=n_boot, standardize=False)
     assert res["ci"] == pytest.approx(list(ref), rel=1e-9)
     assert res["ci"][0] <= res["mmd2"] <= res["ci"][1]
 
@@ -260,7 +276,7 @@ def test_kid_rejects_bad_subset_size(small_pair) -> None:
 # ---------------------------------------------------------------- C2ST
 
 
-def test_c2st_auc_matches_sklearn_and_delong_matches_loops() -> None:
+def test_c2st_auc_matches_sklearn_and_standard_errors_match_loops() -> None:
     rng = np.random.default_rng(8)
     x, y = rng.normal(size=(60, 5)), rng.normal(size=(50, 5)) + 0.5
     res = latent.c2st(x, y, seed=1)
@@ -270,13 +286,17 @@ def test_c2st_auc_matches_sklearn_and_delong_matches_loops() -> None:
     pos, neg = probs[60:], probs[:60]
     psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
     v10, v01 = psi.mean(1), psi.mean(0)
-    se = np.sqrt(v10.var(ddof=1) / 50 + v01.var(ddof=1) / 60)
+    se_delong = np.sqrt(v10.var(ddof=1) / 50 + v01.var(ddof=1) / 60)
+    assert res["auc_se_delong"] == pytest.approx(se_delong)
+    folds = np.array(res["fold_auc"])
+    assert len(folds) == 5
+    se_cv = folds.std(ddof=1) * np.sqrt(1 / 5 + 1 / 4)  # Nadeau-Bengio: n_test/n_train = 1/4
+    assert res["auc_se_cv"] == pytest.approx(se_cv)
+    se = max(se_delong, se_cv)
     assert res["auc_se"] == pytest.approx(se)
-    z = stats.norm.ppf(0.975)
-    assert res["auc_ci"] == pytest.approx([res["auc"] - z * se, min(1.0, res["auc"] + z * se)])
-    assert res["p_value"] == pytest.approx(
-        stats.mannwhitneyu(pos, neg, alternative="greater").pvalue
-    )
+    t = stats.t.ppf(0.975, 4)
+    assert res["auc_ci"] == pytest.approx([res["auc"] - t * se, min(1.0, res["auc"] + t * se)])
+    assert res["p_value"] == pytest.approx(stats.t.sf((res["auc"] - 0.5) / se, 4))
     err = ((probs[:60] >= 0.5).mean() + (probs[60:] < 0.5).mean()) / 2
     assert res["error"] == pytest.approx(err)
     assert res["pad"] == pytest.approx(max(0.0, 2 * (1 - 2 * err)))
@@ -290,6 +310,7 @@ def test_c2st_separated_vs_identical_domains() -> None:
     x = rng.normal(size=(80, 6))
     far = latent.c2st(x, rng.normal(size=(80, 6)) + 3, seed=0)
     assert far["auc"] > 0.98 and far["pad"] > 1.8
+    assert 0 < far["p_value"] < 1e-4
     same = latent.c2st(x, rng.normal(size=(80, 6)), seed=0)
     lo, hi = same["auc_ci"]
     assert lo < 0.5 < hi

@@ -17,7 +17,7 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from sklearn.preprocessing import StandardScaler
 
-from domain_gap.analysis.latent import frechet_distance, median_bandwidth, mmd_test
+from domain_gap.analysis.latent import frechet_distance, mmd_test
 from domain_gap.analysis.stats_utils import as_matrix, bh_adjust, fnum
 
 __all__ = [
@@ -267,8 +267,10 @@ def class_conditional_gap(
 
     ``emb_*`` (n, C, d) are per-image, per-class mean embeddings and ``counts_*`` (n, C) the
     class's pixel counts; only images where the class is present (count > 0) enter. ``iou_*``
-    (n, C) are per-image IoUs (NaN where undefined). ``bandwidths[c]`` (frozen by the caller,
-    from the source) or, when missing, the median source distance of class c. Classes with
+    (n, C) are per-image IoUs (NaN where undefined). The MMD test standardises features as
+    :func:`latent.mmd_test` does; ``bandwidths[c]`` (frozen by the caller: the ``bandwidth``
+    of class c in a baseline run) or, when missing, the median distance of the standardised
+    source embeddings of class c. Classes with
     fewer than ``min_samples`` images on either side are reported with ``computable: False``
     and a ``note``, never dropped. ``p_adjusted``: Benjamini-Hochberg over computable classes.
     """
@@ -323,8 +325,6 @@ def class_conditional_gap(
             continue
         xs, ys = es[ms, c, :], et[mt, c, :]
         bw = None if bandwidths is None else bandwidths[c]
-        if bw is None:
-            bw = median_bandwidth(xs, seed=seed)
         test = mmd_test(xs, ys, bandwidth=bw, permutations=permutations, seed=seed + c)
         fd = frechet_distance(xs, ys, max_dim=max_dim)
         row.update(
