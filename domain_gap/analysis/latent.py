@@ -44,9 +44,11 @@ from domain_gap.analysis.stats_utils import (
 )
 
 __all__ = [
+    "Kernel",
     "bbsd",
     "bootstrap_ci",
     "c2st",
+    "delong_auc",
     "frechet_distance",
     "frechet_with_ci",
     "kernel_forms",
@@ -190,7 +192,7 @@ def frechet_with_ci(
 
 
 @dataclass(frozen=True)
-class _Kernel:
+class Kernel:
     """``gaussian``: exp(-‖a-b‖²/(2sigma²)); ``cubic``: (aᵀb/d + 1)³ (the KID kernel)."""
 
     kind: Literal["gaussian", "cubic"]
@@ -199,7 +201,7 @@ class _Kernel:
 
 
 def _kernel_block(
-    a: np.ndarray, b: np.ndarray, a_sq: np.ndarray, b_sq: np.ndarray, kernel: _Kernel
+    a: np.ndarray, b: np.ndarray, a_sq: np.ndarray, b_sq: np.ndarray, kernel: Kernel
 ) -> np.ndarray:
     """Kernel values between row blocks ``a`` and ``b`` (in their dtype)."""
     g = a @ b.T
@@ -234,7 +236,7 @@ def _block_size(n_total: int, k: int, itemsize: int, budget_bytes: float) -> int
 
 def kernel_forms(
     z: np.ndarray,
-    kernel: _Kernel,
+    kernel: Kernel,
     weights: np.ndarray,
     *,
     dtype: Dtype = "float64",
@@ -280,7 +282,7 @@ def kernel_forms(
     return q, r
 
 
-def _pooled(x: np.ndarray, y: np.ndarray, kernel: _Kernel) -> np.ndarray:
+def _pooled(x: np.ndarray, y: np.ndarray, kernel: Kernel) -> np.ndarray:
     """Stack the samples; centre them for the translation-invariant Gaussian kernel.
 
     Centring leaves every Gaussian kernel value unchanged and keeps ‖a‖² + ‖b‖² - 2aᵀb
@@ -411,7 +413,7 @@ def mmd2_unbiased(
     xs = as_matrix(x, "x (source embeddings)")
     ys = as_matrix(y, "y (target embeddings)")
     check_same_dim(xs, ys)
-    kernel = _Kernel("gaussian", _check_bandwidth(bandwidth))
+    kernel = Kernel("gaussian", _check_bandwidth(bandwidth))
     n, m = len(xs), len(ys)
     s = np.zeros((n + m, 1))
     s[:n] = 1.0
@@ -432,7 +434,7 @@ def _chunk_columns(n_total: int, d: int, n_cols: int, itemsize: int, budget_byte
 
 def _permutation_forms(
     z: np.ndarray,
-    kernel: _Kernel,
+    kernel: Kernel,
     n: int,
     permutations: int,
     seed: int,
@@ -529,7 +531,7 @@ def mmd_test(
         rule = "median pairwise distance of the " + (
             "standardised source sample" if standardize else "source sample"
         )
-    kernel = _Kernel("gaussian", _check_bandwidth(bandwidth))
+    kernel = Kernel("gaussian", _check_bandwidth(bandwidth))
     n, m = len(xs), len(ys)
     z = _pooled(xs, ys, kernel)
     boot_cols = None
@@ -625,7 +627,7 @@ def kid(
             for _ in range(subsets)
         ]
     )
-    kernel = _Kernel("cubic", dim=xs.shape[1])
+    kernel = Kernel("cubic", dim=xs.shape[1])
     boot = _BootstrapColumns(np.random.default_rng([seed, 2]), n, m, n_boot) if n_boot else None
     q, s_r, r = _permutation_forms(
         _pooled(xs, ys, kernel),
