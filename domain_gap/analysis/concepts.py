@@ -33,7 +33,7 @@ __all__ = [
 UMAP_MIN_SAMPLES = 50
 """"auto" uses UMAP from this many samples on (fewer make its neighbour graph degenerate)."""
 TSNE_MAX_SAMPLES = 5000
-""""auto" falls back to exact-ish t-SNE only up to this many samples (it is O(N log N) but slow)."""
+""""auto" falls back to (Barnes-Hut) t-SNE only up to this many samples; beyond, it is slow."""
 PRE_PCA_DIM = 50
 """Embeddings are standardised and reduced to this many PCA dimensions before UMAP/t-SNE/k-means."""
 

@@ -699,7 +699,7 @@ def c2st(
       ``auc`` ± t(K-1) · ``auc_se`` (clipped to [0, 1]); ``p_value``: one-sided t test of
       AUC > 0.5 with that SE. The DeLong SE alone treats the out-of-fold scores as one
       model's and ignores that each fold has its own model: on identical domains it missed
-      0.5 in ~19 % of 95 % intervals (``benchmarks/validity.py``). ``auc_se_cv`` adds that
+      0.5 in ~16 % of 95 % intervals (``benchmarks/validity.py``). ``auc_se_cv`` adds that
       variability with the corrected resampled-t variance of Nadeau & Bengio (2003),
       SD(fold AUCs) · sqrt(1/K + n_test/n_train);
     * ``error``: balanced error ε at threshold 0.5; ``pad`` = 2(1 - 2ε) clipped to [0, 2];
