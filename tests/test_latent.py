@@ -135,8 +135,12 @@ def test_mmd2_is_unbiased_for_the_gaussian_closed_form() -> None:
 
 def test_median_bandwidth_is_median_pairwise_distance(small_pair) -> None:
     x, _ = small_pair
-    assert latent.median_bandwidth(x) == pytest.approx(
+    assert latent.median_bandwidth(x, standardize=False) == pytest.approx(
         np.median(cdist(x, x)[np.triu_indices(23, 1)])
+    )
+    z = (x - x.mean(0)) / x.std(0)
+    assert latent.median_bandwidth(x) == pytest.approx(
+        np.median(cdist(z, z)[np.triu_indices(23, 1)])
     )
     assert latent.median_bandwidth(np.ones((10, 3))) == 1.0
     big = np.random.default_rng(0).normal(size=(300, 4))
@@ -162,7 +166,7 @@ def _naive_p_value(x, y, bw, permutations, seed) -> float:
 
 def test_permutation_p_value_equals_naive_loop(small_pair) -> None:
     x, y = small_pair
-    bw = latent.median_bandwidth(x)
+    bw = latent.median_bandwidth(x, standardize=False)
     ref = _naive_p_value(x, y, bw, 99, seed=5)
     res = latent.mmd_test(x, y, bw, permutations=99, seed=5, standardize=False)
     assert res["p_value"] == pytest.approx(ref)
@@ -181,7 +185,7 @@ def test_standardized_test_is_the_raw_test_on_pooled_z_scores(small_pair) -> Non
     raw = latent.mmd_test(xs, ys, permutations=49, seed=1, standardize=False)
     std = latent.mmd_test(x, y, permutations=49, seed=1)
     assert std["standardized"] and not raw["standardized"]
-    assert std["bandwidth"] == pytest.approx(latent.median_bandwidth(xs, seed=1))
+    assert std["bandwidth"] == pytest.approx(latent.median_bandwidth(xs, seed=1, standardize=False))
     assert std["mmd2"] == pytest.approx(raw["mmd2"]) and std["p_value"] == raw["p_value"]
     # a constant feature neither breaks nor changes the test
     xc, yc = np.c_[x, np.ones(len(x))], np.c_[y, np.ones(len(y))]

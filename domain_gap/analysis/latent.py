@@ -357,9 +357,14 @@ def _check_bandwidth(bandwidth: float) -> float:
     return bw
 
 
-def median_bandwidth(x: np.ndarray, max_points: int = 2000, seed: int = 0) -> float:
+def median_bandwidth(
+    x: np.ndarray, max_points: int = 2000, seed: int = 0, *, standardize: bool = True
+) -> float:
     """Median pairwise Euclidean distance of the source sample (Gaussian-kernel sigma).
 
+    ``standardize`` (default, matching :func:`mmd_test`) first z-scores each feature with the
+    sample's own mean and SD, so the value is in the units the standardised test works in;
+    ``standardize=False`` measures raw distances (for ``mmd_test(..., standardize=False)``).
     At most ``max_points`` rows are used (a seeded subsample without replacement). Freeze the
     value once per analysis and pass it to :func:`mmd_test` for every mitigation so that MMD²
     stays comparable. Memory O(max_points²) (16 MB at the default), outside the
@@ -367,6 +372,10 @@ def median_bandwidth(x: np.ndarray, max_points: int = 2000, seed: int = 0) -> fl
     distances of the full sample is used, and 1.0 if there are none.
     """
     xs = as_matrix(x, "x (source embeddings)")
+    if standardize:
+        sd = xs.std(0)
+        sd[sd == 0] = 1.0
+        xs = (xs - xs.mean(0)) / sd
     if max_points < 2:
         raise ValueError(f"max_points: expected >= 2, got {max_points}")
     if len(xs) > max_points:
@@ -508,7 +517,10 @@ def mmd_test(
     standardised units: to keep numbers comparable across mitigations, freeze the
     ``bandwidth`` returned by the baseline run and pass it again.
 
-    ``bandwidth=None`` uses :func:`median_bandwidth` of the source (seeded). The p-value is
+    ``bandwidth=None`` uses the median pairwise distance of the (standardised) source
+    sample, seeded. A frozen bandwidth from ``median_bandwidth(source)`` (source z-scored by
+    its own statistics) is on the same scale up to the small pooled-vs-source SD difference.
+    The p-value is
     ``(1 + #{b : MMD²_b ≥ MMD²_obs}) / (B + 1)``, never 0. The observed and all B permuted
     statistics come from the same streaming pass (see the module docstring: O(N²(d + B)) time,
     memory bounded by ``memory_budget_mb``); with ``n_boot > 0`` the same pass also gives a
@@ -527,7 +539,7 @@ def mmd_test(
         xs, ys = standardize_pooled(xs, ys)
     rule = "given"
     if bandwidth is None:
-        bandwidth = median_bandwidth(xs, seed=seed)
+        bandwidth = median_bandwidth(xs, seed=seed, standardize=False)  # xs is already scaled
         rule = "median pairwise distance of the " + (
             "standardised source sample" if standardize else "source sample"
         )
