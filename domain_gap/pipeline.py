@@ -125,7 +125,10 @@ def extract_all(
 
 def _domain_summary(f: Features, subset: str) -> dict[str, Any]:
     lab = f.labelled
-    iou, miou = dataset_iou(f.confusion[lab]) if lab.any() else (np.full(19, np.nan), np.nan)
+    if lab.any():
+        iou, miou = dataset_iou(f.confusion[lab])
+    else:
+        iou, miou = np.full(len(CLASS_NAMES), np.nan), None
     return {
         "n": len(f),
         "n_labelled": int(lab.sum()),
