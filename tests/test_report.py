@@ -16,7 +16,17 @@ from domain_gap.config import parse_config
 from domain_gap.labels import CLASS_COLORS
 from domain_gap.report import plots
 from domain_gap.report.assets import build_assets, histogram_fields, thumbnail_ids
-from domain_gap.report.html import DASH, data_uri, esc, fmt, fmt_ci, fmt_p, fmt_pct, render_report
+from domain_gap.report.html import (
+    DASH,
+    data_uri,
+    esc,
+    fmt,
+    fmt_ci,
+    fmt_p,
+    fmt_pct,
+    p_is,
+    render_report,
+)
 from domain_gap.report.thumbnails import expand_strided, png_bytes, sample_thumbnail, valid_box
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -32,6 +42,7 @@ def test_number_formatting() -> None:
     assert fmt(1.5e-5) == "1.50e-05" and fmt(123456.0) == "1.23e+05"
     assert fmt(0.052, 2) == "0.05" and fmt(-0.0004, 2) == "-4.0e-04"
     assert fmt_p(0.0004) == "< 0.001" and fmt_p(0.0123) == "0.012" and fmt_p(None) == DASH
+    assert p_is(0.0001) == "p < 0.001" and p_is(0.25) == "p = 0.250"
     assert fmt_pct(0.4567) == "45.7%" and fmt_pct(None) == DASH
     assert fmt_ci([0.1, 0.25]) == "[0.100, 0.250]" and fmt_ci([None, 1.0]) == DASH
     assert esc('<a href="x">&') == "&lt;a href=&quot;x&quot;&gt;&amp;"

@@ -34,6 +34,7 @@ border-radius:4px}.verdict.sig{border-color:#c62828}.verdict.ns{border-color:#2e
 table{border-collapse:collapse;background:#fff;font-size:13px;margin:6px 0}
 th,td{border:1px solid #dde2e8;padding:4px 8px;text-align:right;vertical-align:top}
 th{background:#eef1f5;text-align:center}td.l,th.l{text-align:left}
+td:not(.l){white-space:nowrap}
 .muted{color:#68727d;font-size:12px}.good{color:#2e7d32;font-weight:600}
 .bad{color:#c62828;font-weight:600}.thumbs{display:flex;flex-wrap:wrap;gap:6px}
 figure{margin:0;text-align:center;font-size:11px;color:#4a5560;width:@THUMB@px}
@@ -91,6 +92,12 @@ def fmt_p(value: Any) -> str:
         return DASH
     v = float(value)
     return "< 0.001" if v < 0.001 else f"{v:.3f}"
+
+
+def p_is(value: Any) -> str:
+    """``p < 0.001`` or ``p = 0.012`` for running text."""
+    text = fmt_p(value)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
 
 
 def fmt_ci(ci: Sequence[Any] | None, digits: int = 3) -> str:
@@ -163,7 +170,7 @@ def gap_rows(gap: Mapping[str, Any]) -> list[list[str]]:
             "MMD² (Gaussian kernel, unbiased)",
             fmt(mmd["mmd2"], 4),
             fmt_ci(mmd.get("ci"), 4),
-            f"p = {fmt_p(mmd['p_value'])} ({mmd['permutations']} permutations)",
+            f"{p_is(mmd['p_value'])} ({mmd['permutations']} permutations)",
             _word(sig, "embeddings differ (significant)", "no significant difference"),
         ]
     )
@@ -186,7 +193,7 @@ def gap_rows(gap: Mapping[str, Any]) -> list[list[str]]:
             fmt(c2["auc"]),
             fmt_ci(c2.get("auc_ci")),
             esc(f"{c2.get('folds')}-fold CV, DeLong CI")
-            + (f", p = {fmt_p(c2['p_value'])}" if c2.get("p_value") is not None else ""),
+            + (f", {p_is(c2['p_value'])}" if c2.get("p_value") is not None else ""),
             _word(
                 auc_sig and float(c2["auc"]) > 0.5,
                 "a classifier tells the domains apart",
@@ -211,7 +218,7 @@ def gap_rows(gap: Mapping[str, Any]) -> list[list[str]]:
                 "BBSD (KS on mean class probabilities)",
                 esc(f"{len(shifted)} / {len(bb['per_class'])} classes"),
                 DASH,
-                f"min adj. p = {fmt_p(bb['min_p_adjusted'])} (Bonferroni)",
+                f"min adj. {p_is(bb['min_p_adjusted'])} (Bonferroni)",
                 _word(
                     bool(shifted),
                     "model outputs shift: "
