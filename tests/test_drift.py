@@ -108,10 +108,12 @@ def test_drivers_rank_by_shift_times_association(fields) -> None:
     names = [d["field"] for d in drivers]
     assert "brightness" not in names  # not shifted
     assert names[0] == "frac_vegetation"
-    scores = [d["score"] for d in drivers]
-    assert scores == sorted(scores, reverse=True)
+    keys = [(not d["association_significant"], -d["score"]) for d in drivers]
+    assert keys == sorted(keys)  # loss-associated first, then by score
     veg = drivers[0]
-    assert veg["score"] == pytest.approx(abs(veg["smd"]) * abs(veg["spearman_rho"]))
+    assert veg["association_significant"]
+    ks = _row(res, "frac_vegetation")["ks"]
+    assert veg["score"] == pytest.approx(ks * abs(veg["spearman_rho"]))
     assert veg["aligned"] is True
     assert veg["sentence"].startswith("kitti has higher frac_vegetation (+")
     sky = next(d for d in drivers if d["field"] == "frac_sky")
@@ -139,3 +141,18 @@ def test_bad_inputs_name_the_field(fields) -> None:
     broken["brightness"] = np.zeros((80, 2))
     with pytest.raises(ValueError, match="brightness"):
         metadata_drift(source, broken, loss)
+
+
+def test_near_constant_field_with_huge_smd_does_not_outrank_a_loss_driver() -> None:
+    """Image size differs by design between datasets (SMD in the hundreds) but says nothing
+    about the loss: it must rank below a field that shifts and goes with the loss."""
+    rng = np.random.default_rng(3)
+    n = 150
+    veg_s, veg_t = rng.uniform(0, 0.3, n), rng.uniform(0.1, 0.5, n)
+    source = {"aspect": 2.0 + rng.normal(0, 1e-3, n), "veg": veg_s}
+    target = {"aspect": 3.3 + rng.normal(0, 1e-3, n), "veg": veg_t}
+    loss = veg_t + rng.normal(0, 0.05, n)
+    res = metadata_drift(source, target, loss)
+    aspect = _row(res, "aspect")
+    assert abs(aspect["smd"]) > 100
+    assert res["drivers"][0]["field"] == "veg"

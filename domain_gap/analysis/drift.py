@@ -29,8 +29,10 @@ __all__ = ["DRIVER_RULE", "metadata_drift"]
 DRIVER_RULE = (
     "numeric fields whose distribution shift is significant after Benjamini-Hochberg "
     "(p_adjusted < alpha) and whose Spearman correlation with loss in the target is defined; "
-    "score = |SMD| x |rho|, ranked high to low; 'aligned' when the shift moves the target "
-    "towards values that go with higher loss (sign(SMD) = sign(rho))"
+    "score = KS statistic x |rho| (both in [0, 1], so a near-constant field with a huge SMD "
+    "cannot dominate); fields whose loss association is itself significant rank first, then by "
+    "score; 'aligned' when the shift moves the target towards values that go with higher loss "
+    "(sign(SMD) = sign(rho))"
 )
 
 
@@ -268,12 +270,13 @@ def metadata_drift(
                 "association_significant": row["spearman_p"] is not None
                 and row["spearman_p"] < alpha,
                 "p_adjusted": row["p_adjusted"],
-                "score": abs(smd) * abs(rho),
+                "ks": row["ks"],
+                "score": row["ks"] * abs(rho),
                 "aligned": (smd > 0) == (rho > 0),
                 "sentence": _direction_sentence(row["field"], smd, rho, target_name),
             }
         )
-    drivers.sort(key=lambda d: -d["score"])
+    drivers.sort(key=lambda d: (not d["association_significant"], -d["score"]))
     for rank, d in enumerate(drivers, start=1):
         d["rank"] = rank
     return {
