@@ -7,7 +7,9 @@ from pathlib import Path
 from domain_gap.config import Config, load_config
 
 
-def ensure_demo_inputs(config: Config | None = None, size: str = "demo") -> Path:
+def ensure_demo_inputs(
+    config: Config | None = None, size: str = "demo", progress: bool = True
+) -> Path:
     """Write the built-in SYNTHETIC sample where ``config`` (default: the sample config) expects it.
 
     Every domain root of the config must be a local folder named after its kind inside one
@@ -21,5 +23,5 @@ def ensure_demo_inputs(config: Config | None = None, size: str = "demo") -> Path
     if len(parents) != 1 or any(d.root.startswith("gs://") for d in config.domains):
         raise ValueError("the demo sample needs every domain root in one local folder")
     out = parents.pop()
-    write_sample(out, seed=config.seed, size=size)
+    write_sample(out, seed=config.seed, size=size, progress=progress)
     return out

@@ -484,11 +484,8 @@ def _thumbnail_source(config: Config, dataset: Any, cache: FeatureCache) -> Any:
 
 def run_demo(out_dir: str | Path = "out/demo", *, progress: bool = True) -> dict[str, Path]:
     """The built-in SYNTHETIC sample (written when missing) analysed with the demo model."""
-    from domain_gap.data.sample import write_sample
+    from domain_gap.demo import ensure_demo_inputs
 
     config = load_config()
-    roots = {Path(config.resolve(d.root) or "").parent for d in config.domains}
-    if len(roots) != 1:
-        raise PipelineError("configs/sample.yaml: every domain root must sit in one sample folder")
-    write_sample(roots.pop(), seed=0, size="demo", progress=progress)
+    ensure_demo_inputs(config, progress=progress)
     return run_analysis(config, out_dir, progress=progress)
