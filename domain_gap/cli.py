@@ -42,7 +42,7 @@ def _clear_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 def sample(
     out: Annotated[Path, typer.Option(help="Folder to write the synthetic domains into.")],
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same files.")] = 0,
-    size: Annotated[str, typer.Option(help="'demo' (a few hundred images) or 'test' (tiny).")] = "demo",
+    size: Annotated[str, typer.Option(help="'demo' or 'test' (tiny).")] = "demo",
 ) -> None:
     """Write the built-in SYNTHETIC sample in the Cityscapes and KITTI on-disk layouts."""
     from domain_gap.data.sample import write_sample
@@ -55,9 +55,9 @@ def sample(
 @app.command("export-onnx")
 @_clear_errors
 def export_onnx(
-    checkpoint: Annotated[Path, typer.Option(help="VainF-style or domain-gap checkpoint (.pt/.pth).")],
+    checkpoint: Annotated[Path, typer.Option(help="VainF-style or domain-gap checkpoint.")],
     out: Annotated[Path, typer.Option(help="Where to write the .onnx file.")],
-    arch: Annotated[str | None, typer.Option(help="Architecture; default: from the checkpoint.")] = None,
+    arch: Annotated[str | None, typer.Option(help="Architecture (default: from the file).")] = None,
     height: Annotated[int, typer.Option(help="Input height the model is traced at.")] = 256,
     width: Annotated[int, typer.Option(help="Input width the model is traced at.")] = 512,
     num_classes: Annotated[int, typer.Option(help="Classes of the classifier.")] = 19,
@@ -77,7 +77,7 @@ def export_onnx(
 @_clear_errors
 def analyze(
     config: Annotated[Path, typer.Option(help="YAML config (see configs/sample.yaml).")],
-    out: Annotated[Path, typer.Option(help="Output folder for report.html, summary.json, samples.csv.")],
+    out: Annotated[Path, typer.Option(help="Folder for report.html, summary.json, samples.csv.")],
 ) -> None:
     """Measure the domain gap for the domains in CONFIG and write the report."""
     from domain_gap.config import load_config

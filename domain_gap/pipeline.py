@@ -13,9 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -38,6 +36,7 @@ from domain_gap.analysis.extract import (
 )
 from domain_gap.analysis.latent import latent_gap, median_bandwidth
 from domain_gap.analysis.stats_utils import jsonable
+from domain_gap.atomic import write_atomic
 from domain_gap.config import Config, load_config
 from domain_gap.labels import CLASS_NAMES
 from domain_gap.metrics import dataset_iou
@@ -52,30 +51,6 @@ DOMAIN_SPECIFIC_K = 6
 
 class PipelineError(ValueError):
     """The analysis cannot run as configured (one line, names what is wrong)."""
-
-
-def _file_mode() -> int:
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-_FILE_MODE = _file_mode()
-"""Outputs get the usual permissions (mkstemp alone would leave them owner-only)."""
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class _Stages:

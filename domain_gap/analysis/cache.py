@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -25,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from domain_gap.atomic import atomic_path
 from domain_gap.config import Config
 
 CACHE_VERSION = 1
@@ -142,12 +141,6 @@ class FeatureCache:
             "sample_id": np.asarray(sample_id),
             "cache_version": np.asarray(CACHE_VERSION),
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **payload)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **payload)
         return path

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from domain_gap.data.errors import DataError
 from domain_gap.data.scene import CITY, RURAL, Style, render_scene, vary_style
-from domain_gap.data.storage import write_atomic
+from domain_gap.atomic import write_atomic
 
 SAMPLE_VERSION = 2
 """Bump when the generator changes, so that stale samples are rewritten."""

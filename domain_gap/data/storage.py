@@ -12,10 +12,10 @@ the emulator.
 from __future__ import annotations
 
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path, PurePosixPath
 
+from domain_gap.atomic import write_atomic
 from domain_gap.data.errors import DataError
 
 CACHE_ENV = "DOMAIN_GAP_CACHE"
@@ -207,22 +207,6 @@ class GCSStorage(Storage):
             )
         except gexc.GoogleAPIError as exc:
             raise self._fail(exc, self.describe(rel)) from None
-
-
-def write_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` through a temporary sibling and ``os.replace``: readers never see a
-    partial file, and an interrupted write leaves none behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            os.fchmod(fh.fileno(), 0o644)  # mkstemp makes 0600; these are shareable data files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
