@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from domain_gap.labels import IGNORE_INDEX, NUM_CLASSES
+from domain_gap.labels import IGNORE_INDEX, NUM_CLASSES, check_train_ids
 
 __all__ = ["denormalize_image", "labels_from_one_hot", "normalize_image", "one_hot", "raw_image"]
 
@@ -69,18 +69,7 @@ def one_hot(label: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
     Also accepts ``(B, H, W)`` → ``(B, C, H, W)``. Raises ValueError on a value that is neither
     a trainId ``< num_classes`` nor 255.
     """
-    y = np.asarray(label)
-    if y.ndim < 2:
-        raise ValueError(f"label: expected shape (H, W), got {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"label: expected integer trainIds, got dtype {y.dtype}")
-    bad = (y != IGNORE_INDEX) & ((y < 0) | (y >= num_classes))
-    if bad.any():
-        values = sorted(int(v) for v in np.unique(y[bad]))[:10]
-        raise ValueError(
-            f"label: values {values} are neither a trainId in 0..{num_classes - 1} "
-            f"nor void ({IGNORE_INDEX})"
-        )
+    y = check_train_ids(label, "label", num_classes)
     classes = np.arange(num_classes).reshape(num_classes, 1, 1)
     return (y[..., None, :, :] == classes).astype(np.float32)
 

@@ -72,3 +72,25 @@ def train_id_to_id(train_ids: np.ndarray) -> np.ndarray:
     for label in TRAIN_LABELS:
         lut[label.trainId] = label.id
     return lut[np.asarray(train_ids, dtype=np.uint8)]
+
+
+def check_train_ids(
+    labels: np.ndarray, name: str = "labels", num_classes: int = NUM_CLASSES, min_ndim: int = 2
+) -> np.ndarray:
+    """Return ``labels`` as an integer array of trainIds, raising ValueError (naming ``name``)
+    on a non-integer dtype, fewer than ``min_ndim`` axes, or a value that is neither a trainId
+    below ``num_classes`` nor void."""
+    y = np.asarray(labels)
+    if y.ndim < min_ndim or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(
+            f"{name}: expected integer trainIds with at least {min_ndim} axes, "
+            f"got {y.dtype} {y.shape}"
+        )
+    bad = (y != IGNORE_INDEX) & ((y < 0) | (y >= num_classes))
+    if bad.any():
+        values = sorted(int(v) for v in np.unique(y[bad]))[:10]
+        raise ValueError(
+            f"{name}: values {values} are neither a trainId in 0..{num_classes - 1} "
+            f"nor void ({IGNORE_INDEX})"
+        )
+    return y

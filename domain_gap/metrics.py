@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from domain_gap.labels import IGNORE_INDEX, NUM_CLASSES
+from domain_gap.labels import IGNORE_INDEX, NUM_CLASSES, check_train_ids
 
 __all__ = [
     "class_pixel_fractions",
@@ -41,19 +41,10 @@ def _float_logits(logits: np.ndarray, name: str = "logits") -> np.ndarray:
 
 
 def _check_labels(labels: np.ndarray, num_classes: int, name: str = "labels") -> np.ndarray:
-    """Return labels as an integer array, raising if a value is neither a class nor void."""
-    y = np.asarray(labels)
+    """Return labels as an integer (B, H, W) array, raising if a value is neither class nor void."""
+    y = check_train_ids(labels, name, num_classes, min_ndim=3)
     if y.ndim != 3:
         raise ValueError(f"{name}: expected shape (B, H, W), got {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"{name}: expected integer trainIds, got dtype {y.dtype}")
-    bad = (y != IGNORE_INDEX) & ((y < 0) | (y >= num_classes))
-    if bad.any():
-        values = sorted(int(v) for v in np.unique(y[bad]))[:10]
-        raise ValueError(
-            f"{name}: values {values} are neither a trainId in 0..{num_classes - 1} "
-            f"nor void ({IGNORE_INDEX})"
-        )
     return y
 
 

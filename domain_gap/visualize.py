@@ -9,7 +9,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from domain_gap.labels import CLASS_COLORS, CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, VOID_COLOR
+from domain_gap.labels import (
+    CLASS_COLORS,
+    CLASS_NAMES,
+    IGNORE_INDEX,
+    NUM_CLASSES,
+    VOID_COLOR,
+    check_train_ids,
+)
 
 __all__ = [
     "CORRECT_COLOR",
@@ -39,22 +46,6 @@ LEAP_MASK_LABELS: list[str] = [*CLASS_NAMES, "void"]
 _LUT = np.zeros((256, 3), dtype=np.uint8)
 _LUT[:NUM_CLASSES] = CLASS_COLORS
 _LUT[IGNORE_INDEX] = VOID_COLOR
-
-
-def _check_labels(labels: np.ndarray, name: str = "labels") -> np.ndarray:
-    y = np.asarray(labels)
-    if y.ndim < 2 or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(
-            f"{name}: expected integer trainIds of shape (H, W), got {y.dtype} {y.shape}"
-        )
-    bad = (y != IGNORE_INDEX) & ((y < 0) | (y >= NUM_CLASSES))
-    if bad.any():
-        values = sorted(int(v) for v in np.unique(y[bad]))[:10]
-        raise ValueError(
-            f"{name}: values {values} are neither a trainId in 0..{NUM_CLASSES - 1} "
-            f"nor void ({IGNORE_INDEX})"
-        )
-    return y
 
 
 def _check_rgb(image: np.ndarray, name: str) -> np.ndarray:
@@ -96,7 +87,7 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 
 def colorize(labels: np.ndarray) -> np.ndarray:
     """trainIds ``(H, W)`` → RGB ``(H, W, 3)`` uint8 with the Cityscapes colours; void black."""
-    return _LUT[_check_labels(labels).astype(np.intp)]
+    return _LUT[check_train_ids(labels).astype(np.intp)]
 
 
 def overlay(
@@ -145,7 +136,7 @@ def loss_heatmap(loss_map: np.ndarray, vmax: float | None = None) -> np.ndarray:
 def error_map(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Correct (green) / wrong (red) / void (black) per pixel, RGB ``(H, W, 3)`` uint8."""
     p = np.asarray(pred)
-    y = _check_labels(labels)
+    y = check_train_ids(labels)
     if p.shape != y.shape:
         raise ValueError(f"pred: shape {p.shape} does not match labels {y.shape}")
     out = np.where((p == y)[..., None], CORRECT_COLOR, WRONG_COLOR).astype(np.uint8)
@@ -173,5 +164,5 @@ def mask_for_leap(labels: np.ndarray) -> np.ndarray:
 
     Use with ``labels=LEAP_MASK_LABELS`` so void is shown as "void", never as a real class.
     """
-    y = _check_labels(labels)
+    y = check_train_ids(labels)
     return np.where(y == IGNORE_INDEX, LEAP_VOID_INDEX, y).astype(np.uint8)
