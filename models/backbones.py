@@ -211,8 +211,8 @@ def _efficientnet_weights_file() -> Path:
 
 def _lukemelas_to_timm(
     key: str, stage_of_block: list[tuple[int, int]], depthwise_first: bool
-) -> str | None:
-    """Rename one key of the EfficientNet-PyTorch layout to timm's; None for the classifier."""
+) -> str:
+    """Rename one key of the EfficientNet-PyTorch layout (``_blocks.N._bn0``) to timm's."""
     top = {
         "_conv_stem.": "conv_stem.",
         "_bn0.": "bn1.",
@@ -260,9 +260,7 @@ def efficientnet_lite0_imagenet_state(
     stage_of_block = [(s, p) for s, n in enumerate(stage_sizes) for p in range(n)]
     renamed = {}
     for key, value in state.items():
-        new = _lukemelas_to_timm(key, stage_of_block, depthwise_first=True)
-        if new is not None:
-            renamed[new] = value
+        renamed[_lukemelas_to_timm(key, stage_of_block, depthwise_first=True)] = value
     return renamed
 
 

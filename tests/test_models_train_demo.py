@@ -13,7 +13,15 @@ from domain_gap.data import DomainDataset
 from domain_gap.labels import CLASS_NAMES, IGNORE_INDEX
 from domain_gap.metrics import confusion_matrices, dataset_iou
 from models import build_model
-from models.train_demo import Recipe, augment, evaluate, load_split, render_model_card, train
+from models.train_demo import (
+    Recipe,
+    augment,
+    evaluate,
+    fastest_pace,
+    load_split,
+    render_model_card,
+    train,
+)
 
 torch.set_num_threads(1)
 
@@ -122,6 +130,8 @@ def test_model_card_renders_every_number() -> None:
         "timing": {
             "train_seconds": 600,
             "train_cpu_seconds": 1100,
+            "fastest_seconds_per_step": 1.2,
+            "train_seconds_at_fastest_pace": 480,
             "total_seconds": 700,
             "threads": 2,
             "load_average_start": 1.0,
@@ -137,3 +147,13 @@ def test_model_card_renders_every_number() -> None:
     assert "**0.706**" in text and "**0.410**" in text
     assert "| sky |" not in text  # absent everywhere
     assert "10.0 min" in text and "1,234,567" in text
+    assert "1.20 s/step" in text and "8.0 min" in text
+
+
+def test_fastest_pace_takes_the_quickest_logged_stretch() -> None:
+    history = [
+        {"step": 25, "seconds": 100.0},
+        {"step": 50, "seconds": 130.0},  # 1.2 s/step
+        {"step": 60, "seconds": 150.0},  # 2.0 s/step
+    ]
+    assert fastest_pace(history) == pytest.approx(1.2)
