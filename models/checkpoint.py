@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
+from domain_gap.atomic import atomic_path
 from models.deeplab import ARCHS, DeepLabV3Plus, build_model
-from models.files import atomic_path
 
 __all__ = [
     "CheckpointError",

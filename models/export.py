@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from domain_gap.atomic import atomic_path
 from models.checkpoint import load_checkpoint
 from models.deeplab import DeepLabV3Plus
 from models.embeddings import image_embedding
-from models.files import atomic_path
 
 __all__ = [
     "OPSET",

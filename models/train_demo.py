@@ -26,13 +26,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from domain_gap.atomic import atomic_path
 from domain_gap.config import DEFAULT_CONFIG, REPO_ROOT, Config, load_config
 from domain_gap.encoders import normalize_image
 from domain_gap.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from domain_gap.metrics import confusion_matrices, dataset_iou, pixel_accuracy, predict
 from models.checkpoint import save_checkpoint
 from models.deeplab import DeepLabV3Plus, build_model
-from models.files import atomic_path
 
 __all__ = [
     "Recipe",
