@@ -95,7 +95,8 @@ def main() -> None:
     ensure_demo_inputs()
     try:
         report = run_platform_check()
-        print(f"check_dataset (IS_TENSORLEAP_PLATFORM=true): valid; tests: {report['payloads']}")
+        print(f"check_dataset (IS_TENSORLEAP_PLATFORM=true): valid, {len(report['payloads'])} "
+              f"checks passed, {len(report['metadata'])} metadata fields")
         done = run_integration_tests()
     except IntegrationError as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
