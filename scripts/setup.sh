@@ -19,13 +19,25 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 
+# pip, quietly: its full output is shown only when it fails (some machines' pip configs name
+# local index folders that print a warning per package otherwise).
+pip_q() {
+  local log
+  log=$(mktemp)
+  if ! .venv/bin/python -m pip install --quiet "$@" >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    return 1
+  fi
+  rm -f "$log"
+}
+
 echo "setting up .venv from poetry.lock (first run: a few minutes)"
 req=.venv/requirements.lock.txt
 .venv/bin/python scripts/lock_tools.py requirements poetry.lock > "$req"
-.venv/bin/python -m pip install --quiet --upgrade "pip>=24.2"
-.venv/bin/python -m pip install --quiet -r "$req"
-.venv/bin/python -m pip install --quiet -c "$req" "poetry==2.5.1"
-.venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e . \
-  || .venv/bin/python -m pip install --quiet --no-deps -e .
+pip_q --upgrade "pip>=24.2"
+pip_q -r "$req"
+pip_q -c "$req" "poetry==2.5.1"
+pip_q --no-deps --no-build-isolation -e . || pip_q --no-deps -e .
 echo "$want" > "$stamp"
 echo "setup done"

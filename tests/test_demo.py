@@ -1,0 +1,64 @@
+"""The main job end to end: ``domain-gap demo`` on the built-in sample with the demo model.
+
+Also the two validity checks that need the real model: the shifted target shows a significant
+gap, and two halves of the same domain do not.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from domain_gap.analysis.extract import extract_domain
+from domain_gap.analysis.latent import median_bandwidth, mmd_test
+from domain_gap.cli import app
+from domain_gap.config import load_config
+from domain_gap.data.dataset import DomainDataset
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    result = CliRunner().invoke(app, ["demo", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.mark.slow
+def test_demo_writes_report_summary_and_samples(demo_out: Path) -> None:
+    html = (demo_out / "report.html").read_text()
+    assert "SYNTHETIC" in html and "<img" in html
+    assert (demo_out / "report.html").stat().st_size < 5_000_000
+    summary = json.loads((demo_out / "summary.json").read_text())
+    assert summary["synthetic"] is True and summary["source"] == "cityscapes"
+    with (demo_out / "samples.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == sum(summary["sizes"].values())
+
+
+@pytest.mark.slow
+def test_demo_target_shows_a_significant_gap_and_a_drop(demo_out: Path) -> None:
+    summary = json.loads((demo_out / "summary.json").read_text())
+    gap = summary["latent_gap"]["kitti"]
+    assert gap["mmd"]["p_value"] < 0.05
+    assert gap["c2st"]["auc"] > 0.8
+    source, target = summary["domains"]["cityscapes"], summary["domains"]["kitti"]
+    assert source["miou_dataset"] >= 0.6
+    assert target["miou_dataset"] < source["miou_dataset"] - 0.1
+    assert target["loss_mean"] > source["loss_mean"]
+
+
+@pytest.mark.slow
+def test_two_halves_of_the_source_show_no_significant_gap(demo_out: Path) -> None:
+    config = load_config()
+    feats = extract_domain(config, DomainDataset(config), "cityscapes", "val", progress=False)
+    order = np.random.default_rng(0).permutation(len(feats))
+    x = feats.embeddings[order[: len(order) // 2]]
+    y = feats.embeddings[order[len(order) // 2 :]]
+    result = mmd_test(x, y, bandwidth=median_bandwidth(x), permutations=500, seed=0)
+    assert result["p_value"] > 0.05
