@@ -55,10 +55,18 @@ def test_demo_target_shows_a_significant_gap_and_a_drop(demo_out: Path) -> None:
 
 @pytest.mark.slow
 def test_two_halves_of_the_source_show_no_significant_gap(demo_out: Path) -> None:
+    """Random halves of the same domain: at alpha = 0.05 the test rejects about 5% of splits.
+
+    Over 40 splits a calibrated test rejects more than 6 times with probability < 2%."""
     config = load_config()
     feats = extract_domain(config, DomainDataset(config), "cityscapes", "val", progress=False)
-    order = np.random.default_rng(0).permutation(len(feats))
-    x = feats.embeddings[order[: len(order) // 2]]
-    y = feats.embeddings[order[len(order) // 2 :]]
-    result = mmd_test(x, y, bandwidth=median_bandwidth(x), permutations=500, seed=0)
-    assert result["p_value"] > 0.05
+    half = len(feats) // 2
+    p_values = []
+    for seed in range(40):
+        order = np.random.default_rng(seed).permutation(len(feats))
+        x, y = feats.embeddings[order[:half]], feats.embeddings[order[half:]]
+        test = mmd_test(x, y, bandwidth=median_bandwidth(x), permutations=200, seed=seed)
+        p_values.append(test["p_value"])
+    p_values = np.array(p_values)
+    assert (p_values < 0.05).sum() <= 6
+    assert np.median(p_values) > 0.2
