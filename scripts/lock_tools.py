@@ -4,8 +4,8 @@ Poetry's default source uses PyPI's JSON API; where that is unreachable a lock c
 through a simple-index source instead. ``normalize`` removes the ``[package.source]`` blocks
 that such a source leaves and recomputes the content-hash for the committed pyproject, which is
 exactly what a default-source lock holds. ``requirements`` writes the locked set as pip
-requirements (name==version; markers kept) so that pip installs what the lock pins; a package locked at
-several versions under different markers is left to pip (torch pins those exactly).
+requirements (name==version; markers kept) so that pip installs what the lock pins; a package
+locked at several versions under different markers is left to pip (torch pins those exactly).
 
 Usage:
     python scripts/lock_tools.py normalize poetry.lock pyproject.toml   (needs poetry importable)
