@@ -1,0 +1,62 @@
+"""Install and integration entry points: the lock, the pins, and ``poetry run test``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_poetry_lock_is_valid_for_the_default_source() -> None:
+    poetry = shutil.which("poetry", path=str(Path(sys.executable).parent))
+    assert poetry, "poetry is installed into .venv by scripts/setup.sh"
+    proc = subprocess.run([poetry, "check", "--lock"], cwd=ROOT, capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lock = (ROOT / "poetry.lock").read_text()
+    assert "[package.source]" not in lock and "\nurl = " not in lock
+
+
+def test_torch_pins_are_exact() -> None:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert "torch==2.14.1" in deps and "torchvision==0.29.1" in deps
+
+
+def test_poetry_run_test_passes_on_the_demo() -> None:
+    """``leap_test.main`` (the ``test`` script) on the built-in sample with the demo model."""
+    env = {**os.environ, "TL_DISABLE_ANALYTICS": "true"}
+    env.pop("DOMAIN_GAP_CONFIG", None)
+    proc = subprocess.run([sys.executable, "leap_test.py"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "check_dataset (IS_TENSORLEAP_PLATFORM=true): valid" in proc.stdout
+    assert "unlabeled" in proc.stdout and "validation" in proc.stdout
+
+
+def test_poetry_run_test_fails_loudly(tmp_path: Path) -> None:
+    config = yaml.safe_load((ROOT / "configs" / "sample.yaml").read_text())
+    for domain in config["domains"]:
+        domain["root"] = str((ROOT / "configs" / domain["root"]).resolve())
+    config["model"]["onnx"] = str(tmp_path / "missing.onnx")
+    config["cache_dir"] = str(tmp_path / "cache")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "TL_DISABLE_ANALYTICS": "true", "DOMAIN_GAP_CONFIG": str(path)}
+    proc = subprocess.run([sys.executable, "leap_test.py"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode != 0
+    assert "FAILED" in proc.stderr and "missing.onnx" in proc.stderr
+
+
+@pytest.mark.parametrize("path", ["leap_binder.py", "leap.yaml", "leap_test.py", "poetry.lock",
+                                  "README.md", "models/demo/deeplabv3plus_demo.onnx"])
+def test_layout(path: str) -> None:
+    assert (ROOT / path).is_file()
