@@ -40,7 +40,6 @@ from domain_gap import encoders, metadata, metrics, source, visualize
 from domain_gap.data.cityscapes import VEHICLE_KEYS as CITYSCAPES_VEHICLE_KEYS
 from domain_gap.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 
-ROOT = Path(__file__).resolve().parent
 MASK_LABELS = [*CLASS_NAMES, "void"]
 
 

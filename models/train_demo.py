@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from domain_gap.atomic import atomic_path
-from domain_gap.config import DEFAULT_CONFIG, REPO_ROOT, Config, load_config
+from domain_gap.config import DEFAULT_CONFIG, Config, load_config
 from domain_gap.encoders import normalize_image
 from domain_gap.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from domain_gap.metrics import confusion_matrices, dataset_iou, pixel_accuracy, predict
@@ -331,9 +331,9 @@ def _write_text(path: Path, text: str) -> None:
 def _ensure_sample(config_path: Path | None) -> None:
     """Write the built-in sample when the default config is used and it is missing."""
     if config_path is None or Path(config_path).resolve() == DEFAULT_CONFIG.resolve():
-        from domain_gap.data.sample import write_sample
+        from domain_gap.demo import ensure_demo_inputs
 
-        write_sample(REPO_ROOT / "data" / "sample", seed=0, size="demo", progress=False)
+        ensure_demo_inputs(progress=False)
 
 
 def run(
