@@ -130,7 +130,8 @@ def vehicle(sample_id: str, preprocess: PreprocessResponse) -> dict[str, float]:
 # --- model --------------------------------------------------------------------------------------
 
 def _onnx_path() -> Path:
-    path = source.active_config().resolve(source.active_config().model.onnx)
+    config = source.active_config()
+    path = config.resolve(config.model.onnx)
     if path is None:
         raise FileNotFoundError("config: model.onnx is not set (use domain-gap export-onnx)")
     return Path(path)
