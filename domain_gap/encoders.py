@@ -1,7 +1,8 @@
 """Input and ground-truth encoders: uint8 images and trainId labels to model-ready arrays.
 
 Pure numpy. The binder's input/GT encoders and the local engine call these, so both feed the
-model exactly the same tensors. Images are RGB ``(H, W, 3)`` uint8; labels are ``(H, W)`` uint8
+model exactly the same tensors. Images are RGB ``(H, W, 3)`` uint8 (``normalize_image`` also takes
+float images on the 0..255 scale, e.g. the output of a mitigation); labels are ``(H, W)`` uint8
 trainIds with 255 for void.
 """
 
@@ -16,12 +17,20 @@ from domain_gap.labels import IGNORE_INDEX, NUM_CLASSES, check_train_ids
 __all__ = ["denormalize_image", "labels_from_one_hot", "normalize_image", "one_hot", "raw_image"]
 
 
-def _check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _check_image(image: np.ndarray, name: str = "image", allow_float: bool = False) -> np.ndarray:
     img = np.asarray(image)
     if img.ndim < 3 or img.shape[-1] != 3:
         raise ValueError(f"{name}: expected an RGB array of shape (H, W, 3), got {img.shape}")
+    if allow_float and img.dtype in _FLOAT_DTYPES:
+        if not np.isfinite(img).all():
+            raise ValueError(f"{name}: expected finite values on the 0..255 scale, got NaN or inf")
+        return img
     if img.dtype != np.uint8:
-        raise ValueError(f"{name}: expected dtype uint8, got {img.dtype}")
+        expected = "uint8, float32 or float64 (0..255 scale)" if allow_float else "uint8"
+        raise ValueError(f"{name}: expected dtype {expected}, got {img.dtype}")
     return img
 
 
@@ -35,9 +44,10 @@ def _triple(values: Sequence[float], name: str) -> np.ndarray:
 def normalize_image(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """``(x / 255 - mean) / std`` as float32 channels-first ``(3, H, W)``.
 
-    Also accepts a batch ``(B, H, W, 3)`` and returns ``(B, 3, H, W)``.
+    ``image`` is uint8, or float32/float64 on the 0..255 scale (a mitigated image; values outside
+    0..255 are kept, not clipped). Also accepts a batch ``(B, H, W, 3)`` → ``(B, 3, H, W)``.
     """
-    img = _check_image(image)
+    img = _check_image(image, allow_float=True)
     m, s = _triple(mean, "mean"), _triple(std, "std")
     if (s <= 0).any():
         raise ValueError(f"std: every value must be > 0, got {s.tolist()}")

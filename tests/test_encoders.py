@@ -49,6 +49,23 @@ def test_denormalize_inverts_normalize_exactly() -> None:
     assert encoders.denormalize_image(np.full((3, 1, 1), -100.0), MEAN, STD).min() == 0
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_normalize_image_takes_float_on_the_0_255_scale(dtype: type) -> None:
+    img = _image(5)
+    exact = img.astype(dtype)
+    np.testing.assert_array_equal(
+        encoders.normalize_image(exact, MEAN, STD), encoders.normalize_image(img, MEAN, STD)
+    )
+    # Off-grid and out-of-range values (a mitigated image) follow the same formula, unclipped.
+    mitigated = (img.astype(np.float64) * 0.9 + 0.3).astype(dtype)
+    mitigated[0, 0] = (-12.5, 300.0, 127.75)
+    x = encoders.normalize_image(mitigated, MEAN, STD)
+    assert x.dtype == np.float32 and x.shape == (3, 5, 7)
+    for c in range(3):
+        expected = (mitigated[..., c].astype(np.float64) / 255.0 - MEAN[c]) / STD[c]
+        np.testing.assert_allclose(x[c], expected, rtol=1e-5, atol=1e-5)
+
+
 def test_raw_image_scales_to_unit_range() -> None:
     img = np.array([[[0, 128, 255]]], dtype=np.uint8)
     raw = encoders.raw_image(img)
@@ -92,7 +109,10 @@ def test_labels_from_one_hot_takes_argmax_of_soft_scores() -> None:
         (lambda: encoders.one_hot(np.array([[19]], dtype=np.uint8)), "[19]"),
         (lambda: encoders.one_hot(np.array([[3.0]])), "integer"),
         (lambda: encoders.normalize_image(np.zeros((4, 4), np.uint8), MEAN, STD), "(H, W, 3)"),
-        (lambda: encoders.normalize_image(np.zeros((4, 4, 3)), MEAN, STD), "uint8"),
+        (lambda: encoders.normalize_image(np.zeros((4, 4, 3), np.int32), MEAN, STD), "uint8"),
+        (lambda: encoders.normalize_image(np.zeros((4, 4, 3), np.float16), MEAN, STD), "float32"),
+        (lambda: encoders.normalize_image(np.full((1, 1, 3), np.nan), MEAN, STD), "finite"),
+        (lambda: encoders.raw_image(np.zeros((4, 4, 3), np.float32)), "uint8"),
         (lambda: encoders.normalize_image(_image(), (0.5, 0.5), STD), "mean"),
         (lambda: encoders.normalize_image(_image(), MEAN, (1.0, 0.0, 1.0)), "std"),
         (lambda: encoders.labels_from_one_hot(np.zeros((4, 4))), "(C, H, W)"),
