@@ -30,6 +30,31 @@ def test_torch_pins_are_exact() -> None:
     assert "torch==2.14.1" in deps and "torchvision==0.29.1" in deps
 
 
+def test_test_only_deps_are_in_the_dev_group() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    dev = " ".join(pyproject["dependency-groups"]["dev"])
+    assert "jsonschema" in dev and "albumentations" in dev
+    assert not any(d.startswith(("jsonschema", "albumentations"))
+                   for d in pyproject["project"]["dependencies"])
+
+
+def test_both_opencv_wheels_are_locked_at_one_version() -> None:
+    """albumentations needs opencv-python-headless, the project opencv-python: both install the
+    same ``cv2`` package, whose files are the last-installed wheel's. One version keeps ``cv2``
+    whole whichever comes last (the headless build has no GUI, which nothing here uses)."""
+    lock = tomllib.loads((ROOT / "poetry.lock").read_text())
+    versions = {pkg["name"]: pkg["version"] for pkg in lock["package"]
+                if pkg["name"] in {"opencv-python", "opencv-python-headless"}}
+    assert len(versions) == 2 and len(set(versions.values())) == 1, versions
+    import cv2
+    import numpy as np
+
+    assert cv2.__version__ == versions["opencv-python"].rsplit(".", 1)[0]
+    img = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    assert cv2.resize(img, (3, 2)).shape == (2, 3, 3)
+    assert (cv2.cvtColor(img, cv2.COLOR_BGR2RGB) == img[..., ::-1]).all()
+
+
 def test_poetry_run_test_passes_on_the_demo() -> None:
     """``leap_test.main`` (the ``test`` script) on the built-in sample with the demo model."""
     env = {**os.environ, "TL_DISABLE_ANALYTICS": "true"}
