@@ -17,9 +17,12 @@ import numpy as np
 from domain_gap.labels import IGNORE_INDEX, NUM_CLASSES, check_train_ids
 
 __all__ = [
+    "calibration_bins",
     "class_pixel_fractions",
     "confusion_matrices",
     "dataset_iou",
+    "ece_from_bin_stack",
+    "ece_from_bins",
     "log_softmax",
     "per_class_iou",
     "pixel_accuracy",
@@ -212,3 +215,104 @@ def class_pixel_fractions(labels: np.ndarray, num_classes: int = NUM_CLASSES) ->
     counts = np.bincount(idx.ravel(), minlength=b * (num_classes + 1)).reshape(b, -1)
     n = max(y[0].size, 1)
     return counts / n
+
+
+def _confidence_and_correct(
+    scores: np.ndarray, labels: np.ndarray, kind: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Max-softmax confidence (float64) and argmax correctness per pixel, both ``(B, H, W)``."""
+    if kind not in ("logits", "probs"):
+        raise ValueError(f"kind: expected 'logits' or 'probs', got {kind!r}")
+    x = _float_logits(scores, "probs" if kind == "probs" else "logits").astype(np.float64)
+    y = _check_labels(labels, x.shape[1])
+    if y.shape != (x.shape[0], *x.shape[2:]):
+        raise ValueError(f"labels: shape {y.shape} does not match {kind} {x.shape}")
+    pred = x.argmax(axis=1)
+    if kind == "probs":
+        conf = x.max(axis=1)
+    else:  # max softmax = 1 / sum(exp(x - max)), no full softmax needed
+        conf = 1.0 / np.exp(x - x.max(axis=1, keepdims=True)).sum(axis=1)
+    return np.clip(conf, 0.0, 1.0), pred == y
+
+
+def calibration_bins(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    valid: np.ndarray | None = None,
+    n_bins: int = 15,
+    *,
+    kind: str = "logits",
+) -> np.ndarray:
+    """Per-image calibration counts ``(B, n_bins, 3)`` float64: pixels, sum of confidence, correct.
+
+    ``scores`` are ``(B, C, H, W)`` logits (``kind="logits"``) or probabilities
+    (``kind="probs"``). Confidence is the max-softmax probability; bins are equal-width on
+    [0, 1], bin ``k`` holding ``k/n <= conf < (k+1)/n`` and the last one also ``conf == 1``.
+    Only labelled non-void pixels count (and, if given, pixels where ``valid`` is True), so
+    that summing the rows of any set of images gives that set's bins and a dataset-level ECE
+    (:func:`ece_from_bins`) can be bootstrapped over images.
+    """
+    if int(n_bins) != n_bins or n_bins < 1:
+        raise ValueError(f"n_bins: expected an integer >= 1, got {n_bins}")
+    n_bins = int(n_bins)
+    conf, correct = _confidence_and_correct(scores, labels, kind)
+    mask = np.asarray(labels) != IGNORE_INDEX
+    if valid is not None:
+        v = np.asarray(valid)
+        if v.shape != mask.shape or v.dtype != np.bool_:
+            raise ValueError(
+                f"valid: expected a bool array of shape {mask.shape}, got {v.dtype} {v.shape}"
+            )
+        mask = mask & v
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bin_idx = np.clip(np.searchsorted(edges[1:-1], conf, side="right"), 0, n_bins - 1)
+    b = conf.shape[0]
+    batch = np.broadcast_to(np.arange(b)[:, None, None], conf.shape)
+    flat = (batch * n_bins + bin_idx)[mask]
+    size = b * n_bins
+    out = np.stack(
+        [
+            np.bincount(flat, minlength=size),
+            np.bincount(flat, weights=conf[mask], minlength=size),
+            np.bincount(flat, weights=correct[mask].astype(np.float64), minlength=size),
+        ],
+        axis=-1,
+    )
+    return out.reshape(b, n_bins, 3).astype(np.float64)
+
+
+def _check_bins(bins: np.ndarray) -> np.ndarray:
+    a = np.asarray(bins, dtype=np.float64)
+    if a.ndim < 2 or a.shape[-1] != 3:
+        raise ValueError(
+            f"bins: expected shape (..., n_bins, 3) (count, sum conf, correct), got {a.shape}"
+        )
+    return a
+
+
+def ece_from_bin_stack(bins: np.ndarray) -> np.ndarray:
+    """ECE of each ``(n_bins, 3)`` block in a ``(..., n_bins, 3)`` stack; NaN with no pixel.
+
+    Vectorised form of :func:`ece_from_bins` (e.g. one ECE per bootstrap replicate).
+    """
+    a = _check_bins(bins)
+    n_b, conf_sum, correct = a[..., 0], a[..., 1], a[..., 2]
+    total = n_b.sum(axis=-1)
+    # sum_b (n_b/N) |acc_b - conf_b| = sum_b |correct_b - conf_sum_b| / N
+    gap = np.abs(correct - conf_sum).sum(axis=-1)
+    return np.where(total > 0, gap / np.where(total > 0, total, 1.0), np.nan)
+
+
+def ece_from_bins(bins_summed: np.ndarray) -> float:
+    """Expected calibration error ``sum_b (n_b/N) |acc_b - conf_b|`` of summed bins ``(n_bins, 3)``.
+
+    ``bins_summed`` is :func:`calibration_bins` summed over images (axis 0). NaN when no pixel
+    was counted.
+    """
+    a = np.asarray(bins_summed)
+    if a.ndim != 2 or a.shape[-1] != 3:
+        raise ValueError(
+            f"bins_summed: expected shape (n_bins, 3) (calibration_bins summed over images), "
+            f"got {a.shape}"
+        )
+    return float(ece_from_bin_stack(a))

@@ -258,3 +258,92 @@ def test_iou_matches_cityscapesscripts_pixel_level_evaluation(tmp_path: Path) ->
     iou_sum, miou_sum = metrics.dataset_iou(np.concatenate(cms).sum(axis=0))
     np.testing.assert_array_equal(iou, iou_sum)
     assert miou == miou_sum
+
+
+def _direct_pixel_ece(logits: np.ndarray, labels: np.ndarray, n_bins: int) -> float:
+    """Pixel-level ECE straight from the definition: scipy softmax, np.digitize, per-bin means."""
+    probs = sp_softmax(logits.astype(np.float64), axis=1)
+    conf = probs.max(axis=1).ravel()
+    correct = (probs.argmax(axis=1) == labels).ravel()
+    keep = labels.ravel() != IGNORE_INDEX
+    conf, correct = conf[keep], correct[keep]
+    which = np.digitize(conf, np.linspace(0, 1, n_bins + 1)[1:-1])
+    ece = 0.0
+    for k in range(n_bins):
+        in_bin = which == k
+        if in_bin.any():
+            ece += in_bin.mean() * abs(correct[in_bin].mean() - conf[in_bin].mean())
+    return ece
+
+
+def test_calibration_bins_give_the_direct_pixel_level_ece() -> None:
+    logits, labels = _random_case(11, b=4, h=9, w=11)
+    logits = logits * 0.4  # spread confidences over many bins
+    labels[0][metrics.predict(logits)[0] == labels[0]] = IGNORE_INDEX  # vary accuracy per image
+    bins = metrics.calibration_bins(logits, labels, n_bins=10)
+    assert bins.shape == (4, 10, 3) and bins.dtype == np.float64
+    assert bins[..., 0].sum() == (labels != IGNORE_INDEX).sum()
+    assert metrics.ece_from_bins(bins.sum(axis=0)) == pytest.approx(
+        _direct_pixel_ece(logits, labels, 10), abs=1e-12
+    )
+    probs = sp_softmax(logits.astype(np.float64), axis=1)
+    np.testing.assert_allclose(
+        metrics.calibration_bins(probs, labels, n_bins=10, kind="probs"), bins, atol=1e-9
+    )
+
+
+def test_per_image_bins_sum_to_the_bins_of_the_concatenated_pixels() -> None:
+    logits, labels = _random_case(12, b=3, h=5, w=6)
+    per_image = metrics.calibration_bins(logits, labels)
+    # all three images side by side as one wide image
+    wide_logits = np.concatenate(list(logits), axis=-1)[None]
+    wide_labels = np.concatenate(list(labels), axis=-1)[None]
+    np.testing.assert_allclose(
+        per_image.sum(axis=0), metrics.calibration_bins(wide_logits, wide_labels)[0], atol=1e-9
+    )
+    assert metrics.ece_from_bins(per_image.sum(axis=0)) == pytest.approx(
+        _direct_pixel_ece(logits, labels, 15), abs=1e-12
+    )
+
+
+def test_calibration_bins_respect_the_valid_mask_and_vectorised_ece() -> None:
+    logits, labels = _random_case(13, b=2)
+    valid = np.random.default_rng(0).random(labels.shape) < 0.5
+    masked = labels.copy()
+    masked[~valid] = IGNORE_INDEX
+    np.testing.assert_array_equal(
+        metrics.calibration_bins(logits, labels, valid),
+        metrics.calibration_bins(logits, masked),
+    )
+    bins = metrics.calibration_bins(logits, labels)
+    stack = metrics.ece_from_bin_stack(bins)
+    assert stack.shape == (2,)
+    assert stack[1] == pytest.approx(metrics.ece_from_bins(bins[1]))
+    assert np.isnan(metrics.ece_from_bins(np.zeros((15, 3))))
+
+
+def test_perfectly_calibrated_bins_have_zero_ece() -> None:
+    bins = np.array([[10.0, 2.5, 2.5], [0.0, 0.0, 0.0], [4.0, 3.6, 3.6]])
+    assert metrics.ece_from_bins(bins) == 0.0
+    bins[0, 2] = 0.5  # bin 0: acc 0.05 vs conf 0.25, 10 of 14 pixels
+    assert metrics.ece_from_bins(bins) == pytest.approx(10 / 14 * 0.2)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: metrics.calibration_bins(*_random_case(0), n_bins=0), "n_bins"),
+        (lambda: metrics.calibration_bins(*_random_case(0), kind="softmax"), "kind"),
+        (
+            lambda: metrics.calibration_bins(
+                _random_case(0)[0], _random_case(0)[1], np.ones((3, 7, 8), bool)
+            ),
+            "valid",
+        ),
+        (lambda: metrics.ece_from_bins(np.zeros((2, 15, 3))), "bins_summed"),
+        (lambda: metrics.ece_from_bins(np.zeros((15, 2))), "(n_bins, 3)"),
+    ],
+)
+def test_calibration_bad_input_raises_a_clear_error(call, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call()
