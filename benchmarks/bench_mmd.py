@@ -3,7 +3,7 @@
 Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_mmd.py [--sizes 1000 5000 10000]``.
 
 For n samples per side (d = 256 Gaussian features, the target shifted slightly) it times
-``latent.mmd_test`` with B permutations and records the peak of Python-tracked allocations
+``mmd.mmd_test`` with B permutations and records the peak of Python-tracked allocations
 (``tracemalloc``; numpy buffers are tracked). Two dense baselines run where their N x N
 float32 kernel matrix fits ``--dense-limit-gb``:
 
@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from domain_gap.analysis import latent
+from domain_gap.analysis import mmd
 
 
 def _dense_kernel(z: np.ndarray, bw: float) -> np.ndarray:
@@ -46,7 +46,7 @@ def _dense_kernel(z: np.ndarray, bw: float) -> np.ndarray:
 
 
 def _tie_band(k_total: float, total: int, n: int) -> float:
-    """The rounding band ``latent.mmd_test`` uses for float32 ties, for equal p-values."""
+    """The rounding band ``mmd.mmd_test`` uses for float32 ties, for equal p-values."""
     return 1000.0 * float(np.finfo(np.float32).eps) * k_total / total**2 / n
 
 
@@ -129,11 +129,11 @@ def main() -> None:
         x = rng.normal(size=(n, args.dim))
         y = rng.normal(size=(n, args.dim))
         y[:, :8] += 0.05
-        bw = latent.median_bandwidth(x, seed=args.seed, standardize=False)
+        bw = mmd.median_bandwidth(x, seed=args.seed, standardize=False)
         runs: dict[str, tuple[float, float, float]] = {}
         for dtype in ("float32", "float64"):
             res, dt, peak = measure(
-                latent.mmd_test,
+                mmd.mmd_test,
                 x,
                 y,
                 bw,
@@ -143,7 +143,7 @@ def main() -> None:
                 memory_budget_mb=args.budget_mb,
                 standardize=False,
             )
-            runs[f"streaming {dtype}"] = (res["p_value"], dt, peak)
+            runs[f"streaming {dtype}"] = (res.p_value, dt, peak)
         dense_gb = (2 * n) ** 2 * 4 / 2**30
         if dense_gb <= args.dense_limit_gb:
             for name, fn in (

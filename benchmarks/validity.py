@@ -31,7 +31,7 @@ from scipy.ndimage import gaussian_filter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from domain_gap.analysis import latent
+from domain_gap.analysis import c2st, frechet, mmd
 from domain_gap.analysis.stats_utils import bootstrap_ci
 
 ALPHA = 0.05
@@ -117,12 +117,12 @@ def check_fd(quick: bool) -> None:
     for n in (100, 1000, 10000) if quick else (100, 1000, 10000, 100000):
         x = rng.multivariate_normal(mu1, s1, n)
         y = rng.multivariate_normal(mu2, s2, n)
-        v = latent.frechet_distance(x, y)["value"]
+        v = frechet.frechet_distance(x, y).value
         print(
             f"   n = {n:>6} per side: FD = {v:.4f}  (relative error {abs(v - truth) / truth:.2%})"
         )
     x, y = rng.normal(size=(50, 256)), rng.normal(size=(50, 256)) + 0.1
-    res = latent.frechet_distance(x, y)
+    res = frechet.frechet_distance(x, y)
     print(
         f"   N < d (n = 50, d = 256): value {res['value']:.4f}, real and finite: "
         f"{isinstance(res['value'], float) and np.isfinite(res['value'])}, reduced: "
@@ -135,9 +135,9 @@ def check_fd(quick: bool) -> None:
         x = rng.multivariate_normal(mu1, s1, n)
         y = rng.multivariate_normal(mu2, s2, n)
         pct = bootstrap_ci(
-            lambda a, b: latent.frechet_distance(a, b)["value"], x, y, n_boot=n_boot, seed=r
+            lambda a, b: frechet.frechet_distance(a, b).value, x, y, n_boot=n_boot, seed=r
         )
-        basic = latent.frechet_with_ci(x, y, n_boot=n_boot, seed=r)["ci"]
+        basic = frechet.frechet_with_ci(x, y, n_boot=n_boot, seed=r).ci
         hit_pct += pct[0] <= truth <= pct[1]
         hit_basic += basic[0] <= truth <= basic[1]
     print(
@@ -159,12 +159,12 @@ def check_mmd_closed_form(quick: bool) -> None:
     for r in range(reps):
         x = rng.multivariate_normal(mu1, s1, n)
         y = rng.multivariate_normal(mu2, s2, n)
-        res = latent.mmd_test(x, y, bw, permutations=19, seed=r, n_boot=200, standardize=False)
-        est.append(res["mmd2"])
-        hit_tie_free += res["ci"][0] <= truth <= res["ci"][1]
+        res = mmd.mmd_test(x, y, bw, permutations=19, seed=r, n_boot=200, standardize=False)
+        est.append(res.mmd2)
+        hit_tie_free += res.ci[0] <= truth <= res.ci[1]
         if r < reps // 3:
             naive_reps += 1
-            ci = bootstrap_ci(lambda a, b: latent.mmd2_unbiased(a, b, bw), x, y, n_boot=100, seed=r)
+            ci = bootstrap_ci(lambda a, b: mmd.mmd2_unbiased(a, b, bw), x, y, n_boot=100, seed=r)
             hit_naive += ci[0] <= truth <= ci[1]
     est_a = np.array(est)
     se = est_a.std(ddof=1) / np.sqrt(reps)
@@ -191,14 +191,14 @@ def check_null_and_power(quick: bool) -> None:
     for s in range(null_splits):
         idx = rng.choice(len(pool), 2 * n, replace=False)
         x, y = pool[idx[:n]], pool[idx[n:]]
-        p_values.append(latent.mmd_test(x, y, permutations=b, seed=s)["p_value"])
-        p_raw.append(latent.mmd_test(x, y, permutations=b, seed=s, standardize=False)["p_value"])
+        p_values.append(mmd.mmd_test(x, y, permutations=b, seed=s).p_value)
+        p_raw.append(mmd.mmd_test(x, y, permutations=b, seed=s, standardize=False).p_value)
         if s < c2_runs:
-            res = latent.c2st(x, y, seed=s)
-            c2_lo += res["auc_ci"][1] < 0.5
-            c2_hi += res["auc_ci"][0] > 0.5
-            c2_p.append(res["p_value"])
-            delong_miss += abs(res["auc"] - 0.5) > 1.96 * res["auc_se_delong"]
+            res = c2st.c2st(x, y, seed=s)
+            c2_lo += res.auc_ci[1] < 0.5
+            c2_hi += res.auc_ci[0] > 0.5
+            c2_p.append(res.p_value)
+            delong_miss += abs(res.auc - 0.5) > 1.96 * res.auc_se_delong
     p = np.array(p_values)
     rate = float(np.mean(p < ALPHA))
     se = np.sqrt(ALPHA * (1 - ALPHA) / null_splits)
@@ -230,10 +230,10 @@ def check_null_and_power(quick: bool) -> None:
         for t in range(trials):
             x = feats(scenes(rng, n_side, cast=False))
             y = feats(scenes(rng, n_side, cast=True))
-            rej_mmd += latent.mmd_test(x, y, permutations=b, seed=t)["p_value"] < ALPHA
-            raw = latent.mmd_test(x, y, permutations=b, seed=t, standardize=False)
-            rej_raw += raw["p_value"] < ALPHA
-            rej_c2 += latent.c2st(x, y, seed=t)["auc_ci"][0] > 0.5
+            rej_mmd += mmd.mmd_test(x, y, permutations=b, seed=t).p_value < ALPHA
+            raw = mmd.mmd_test(x, y, permutations=b, seed=t, standardize=False)
+            rej_raw += raw.p_value < ALPHA
+            rej_c2 += c2st.c2st(x, y, seed=t).auc_ci[0] > 0.5
         print(
             f"   n = {n_side} per side: MMD power {rej_mmd / trials:.2f} (standardised, default),"
             f" {rej_raw / trials:.2f} (raw features); C2ST (CI above 0.5) power "

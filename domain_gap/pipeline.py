@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,24 @@ from domain_gap.analysis.extract import (
     load_predictions,
     read_model_card,
 )
-from domain_gap.analysis.latent import latent_gap, median_bandwidth
-from domain_gap.analysis.stats_utils import jsonable
+from domain_gap.analysis.latent import latent_gap
+from domain_gap.analysis.mmd import median_bandwidth
+from domain_gap.analysis.results import (
+    Bandwidth,
+    ClassGap,
+    ClusterRow,
+    Clusters,
+    DomainSample,
+    DomainStats,
+    Drop,
+    LatentGap,
+    MetadataDrift,
+    ModelInfo,
+    Projection,
+    Summary,
+    to_json,
+)
+from domain_gap.analysis.stats_utils import fnum
 from domain_gap.atomic import write_atomic
 from domain_gap.config import Config, load_config
 from domain_gap.labels import CLASS_NAMES
@@ -98,40 +114,66 @@ def extract_all(
     return Features.concat(parts)
 
 
-def _domain_summary(f: Features, subset: str) -> dict[str, Any]:
+def _domain_stats(f: Features, subset: str) -> DomainStats:
     lab = f.labelled
     if lab.any():
         iou, miou = dataset_iou(f.confusion[lab])
     else:
         iou, miou = np.full(len(CLASS_NAMES), np.nan), None
-    return {
-        "n": len(f),
-        "n_labelled": int(lab.sum()),
-        "subset": subset,
-        "loss_mean": float(np.nanmean(f.loss)) if lab.any() else None,
-        "loss_median": float(np.nanmedian(f.loss)) if lab.any() else None,
-        "miou_dataset": miou,
-        "miou_mean": float(np.nanmean(f.miou)) if np.isfinite(f.miou).any() else None,
-        "pixel_acc_mean": float(np.nanmean(f.pixel_acc))
-        if np.isfinite(f.pixel_acc).any()
-        else None,
-        "class_iou_dataset": dict(zip(CLASS_NAMES, iou.tolist(), strict=True)),
-    }
+    return DomainStats(
+        n=len(f),
+        n_labelled=int(lab.sum()),
+        subset=subset,
+        loss_mean=float(np.nanmean(f.loss)) if lab.any() else None,
+        loss_median=float(np.nanmedian(f.loss)) if lab.any() else None,
+        miou_dataset=miou,
+        miou_mean=float(np.nanmean(f.miou)) if np.isfinite(f.miou).any() else None,
+        pixel_acc_mean=(float(np.nanmean(f.pixel_acc)) if np.isfinite(f.pixel_acc).any() else None),
+        class_iou_dataset={name: fnum(v) for name, v in zip(CLASS_NAMES, iou, strict=True)},
+    )
 
 
-def _drop(src: dict[str, Any], tgt: dict[str, Any]) -> dict[str, Any]:
-    def diff(a: Any, b: Any) -> float | None:
+def _drop(src: DomainStats, tgt: DomainStats) -> Drop:
+    def diff(a: float | None, b: float | None) -> float | None:
         return None if a is None or b is None else float(a) - float(b)
 
-    return {
-        "loss_increase": diff(tgt["loss_mean"], src["loss_mean"]),
-        "miou_dataset_drop": diff(src["miou_dataset"], tgt["miou_dataset"]),
-        "miou_mean_drop": diff(src["miou_mean"], tgt["miou_mean"]),
-    }
+    return Drop(
+        loss_increase=diff(tgt.loss_mean, src.loss_mean),
+        miou_dataset_drop=diff(src.miou_dataset, tgt.miou_dataset),
+        miou_mean_drop=diff(src.miou_mean, tgt.miou_mean),
+    )
 
 
 def _metadata_for_drift(f: Features) -> dict[str, np.ndarray]:
     return {k: v for k, v in f.metadata.items() if k not in NON_DRIFT_FIELDS}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Every source-vs-target statistic of one target."""
+
+    latent_gap: LatentGap
+    domain_specific: dict[str, tuple[DomainSample, ...]]
+    clusters: tuple[ClusterRow, ...]
+    per_class: tuple[ClassGap, ...]
+    metadata_drift: MetadataDrift
+    rows_source: np.ndarray
+    """Row indices of the source samples in the analysed features (for samples.csv)."""
+    rows_target: np.ndarray
+
+
+def _domain_specific(
+    gap: LatentGap, s: Features, t: Features, source: str, target: str
+) -> dict[str, tuple[DomainSample, ...]]:
+    """The samples the domain classifier finds most typical of each side, with P(target)."""
+    probs = np.asarray(gap.c2st.probs)
+    prob_s, prob_t = probs[: len(s)], probs[len(s) :]
+    order_t = np.argsort(-prob_t, kind="stable")[:DOMAIN_SPECIFIC_K]
+    order_s = np.argsort(prob_s, kind="stable")[:DOMAIN_SPECIFIC_K]
+    return {
+        target: tuple(DomainSample(str(t.sample_ids[i]), float(prob_t[i])) for i in order_t),
+        source: tuple(DomainSample(str(s.sample_ids[i]), float(prob_s[i])) for i in order_s),
+    }
 
 
 def _compare(
@@ -143,7 +185,7 @@ def _compare(
     labels: np.ndarray,
     centers: np.ndarray,
     stages: _Stages,
-) -> dict[str, Any]:
+) -> Comparison:
     """Every source-vs-target statistic, with sample indices turned into sample ids."""
     a = config.analysis
     is_s, is_t = feats.domains == source, feats.domains == target
@@ -162,22 +204,6 @@ def _compare(
             probs_target=t.prob_mean,
             class_names=CLASS_NAMES,
         )
-    c2 = gap["c2st"]
-    probs = np.asarray(c2.pop("probs"))
-    prob_s, prob_t = probs[: len(s)], probs[len(s) :]
-    c2["most_target_like_source"] = [str(s.sample_ids[i]) for i in c2["most_target_like_source"]]
-    c2["most_source_like_target"] = [str(t.sample_ids[i]) for i in c2["most_source_like_target"]]
-    order_t = np.argsort(-prob_t, kind="stable")[:DOMAIN_SPECIFIC_K]
-    order_s = np.argsort(prob_s, kind="stable")[:DOMAIN_SPECIFIC_K]
-    specific = {
-        target: [
-            {"sample_id": str(t.sample_ids[i]), "p_target": float(prob_t[i])} for i in order_t
-        ],
-        source: [
-            {"sample_id": str(s.sample_ids[i]), "p_target": float(prob_s[i])} for i in order_s
-        ],
-    }
-
     with stages.stage(f"clusters {source} vs {target}"):
         pair = np.flatnonzero(is_s | is_t)
         rows = cluster_table(
@@ -190,14 +216,8 @@ def _compare(
             centers=centers,
             examples=EXAMPLES_PER_DOMAIN,
             alpha=a.alpha,
+            ids=feats.sample_ids[pair],
         )
-        for row in rows:
-            if row.get("examples"):
-                row["examples"] = {
-                    dom: [str(feats.sample_ids[pair[i]]) for i in idx]
-                    for dom, idx in row["examples"].items()
-                }
-
     with stages.stage(f"class-conditional gap {source} vs {target}"):
         per_class = class_conditional_gap(
             s.class_emb.astype(np.float64),
@@ -210,16 +230,9 @@ def _compare(
             permutations=a.permutations,
             alpha=a.alpha,
             seed=config.seed,
+            dataset_iou_source=_dataset_class_iou(s),
+            dataset_iou_target=_dataset_class_iou(t),
         )
-        iou_s = dataset_iou(s.confusion[s.labelled])[0] if s.labelled.any() else None
-        iou_t = dataset_iou(t.confusion[t.labelled])[0] if t.labelled.any() else None
-        for c, row in enumerate(per_class):
-            vs = None if iou_s is None else float(iou_s[c])
-            vt = None if iou_t is None else float(iou_t[c])
-            row["dataset_iou_source"] = vs
-            row["dataset_iou_target"] = vt
-            row["dataset_iou_drop"] = None if vs is None or vt is None else vs - vt
-
     with stages.stage(f"metadata drift {source} vs {target}"):
         drift = metadata_drift(
             _metadata_for_drift(s),
@@ -229,25 +242,30 @@ def _compare(
             source_name=source,
             target_name=target,
         )
-    return {
-        "latent_gap": gap,
-        "domain_specific": specific,
-        "clusters": rows,
-        "per_class": per_class,
-        "metadata_drift": drift,
-        "c2st_probs": (np.flatnonzero(is_s), prob_s, np.flatnonzero(is_t), prob_t),
-    }
+    return Comparison(
+        latent_gap=gap,
+        domain_specific=_domain_specific(gap, s, t, source, target),
+        clusters=rows,
+        per_class=per_class,
+        metadata_drift=drift,
+        rows_source=np.flatnonzero(is_s),
+        rows_target=np.flatnonzero(is_t),
+    )
 
 
-def _model_summary(config: Config, cache: FeatureCache) -> dict[str, Any]:
+def _dataset_class_iou(f: Features) -> np.ndarray | None:
+    return dataset_iou(f.confusion[f.labelled])[0] if f.labelled.any() else None
+
+
+def _model_summary(config: Config, cache: FeatureCache) -> ModelInfo:
     card = read_model_card(cache)
-    return {
-        "checkpoint": config.resolve(config.model.checkpoint),
-        "sha256": cache.model_hash,
-        "arch": card.get("arch", config.model.arch),
-        "tap": config.model.tap,
-        "card": card,
-    }
+    return ModelInfo(
+        checkpoint=config.resolve(config.model.checkpoint),
+        sha256=cache.model_hash,
+        arch=card.get("arch", config.model.arch),
+        tap=config.model.tap,
+        card=card,
+    )
 
 
 def sample_table(feats: Features, result: Analysis) -> tuple[list[str], list[list[Any]]]:
@@ -308,7 +326,7 @@ def csv_bytes(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes:
 class Analysis:
     """Everything computed from the features: the summary and the per-sample columns."""
 
-    summary: dict[str, Any]
+    summary: Summary
     coords: np.ndarray
     """(N, 2) latent-map coordinates."""
     clusters: np.ndarray
@@ -350,39 +368,43 @@ def analyse(
     comparisons = {
         t: _compare(config, feats, source, t, bandwidth, labels, centers, stages) for t in targets
     }
-    prob_columns: dict[str, np.ndarray] = {}
-    for t, comp in comparisons.items():
-        col = np.full(len(feats), np.nan)
-        idx_s, p_s, idx_t, p_t = comp.pop("c2st_probs")
-        col[idx_s], col[idx_t] = p_s, p_t
-        prob_columns[f"p_{t}" if len(targets) > 1 else "domain_prob"] = col
-
     domains = {
-        d.name: _domain_summary(feats.domain(d.name), config.analysis.subset)
-        for d in config.domains
+        d.name: _domain_stats(feats.domain(d.name), config.analysis.subset) for d in config.domains
     }
-    summary: dict[str, Any] = {
-        "title": f"Domain gap: {source} → {', '.join(targets)}",
-        "synthetic": False,
-        "source": source,
-        "targets": targets,
-        "domains": domains,
-        "sizes": {name: d["n"] for name, d in domains.items()},
-        "drop": {t: _drop(domains[source], domains[t]) for t in targets},
-        "bandwidth": {"value": float(bandwidth), "rule": bw_rule},
-        "latent_gap": {t: c["latent_gap"] for t, c in comparisons.items()},
-        "domain_specific": {t: c["domain_specific"] for t, c in comparisons.items()},
-        "projection": {"method": method, "columns": ["map_x", "map_y"]},
-        "clusters": {
-            "k": int(k),
-            "method": "k-means on standardised, PCA-reduced image embeddings (all domains)",
-            "tables": {t: c["clusters"] for t, c in comparisons.items()},
-        },
-        "per_class": {t: c["per_class"] for t, c in comparisons.items()},
-        "metadata_drift": {t: c["metadata_drift"] for t, c in comparisons.items()},
-        "config": config.model_dump(mode="json"),
-    }
-    return Analysis(summary, coords, labels, prob_columns)
+    summary = Summary(
+        title=f"Domain gap: {source} → {', '.join(targets)}",
+        synthetic=False,
+        source=source,
+        targets=tuple(targets),
+        domains=domains,
+        sizes={name: d.n for name, d in domains.items()},
+        drop={t: _drop(domains[source], domains[t]) for t in targets},
+        bandwidth=Bandwidth(float(bandwidth), bw_rule),
+        latent_gap={t: c.latent_gap for t, c in comparisons.items()},
+        domain_specific={t: c.domain_specific for t, c in comparisons.items()},
+        projection=Projection(method),
+        clusters=Clusters(
+            k=int(k),
+            method="k-means on standardised, PCA-reduced image embeddings (all domains)",
+            tables={t: c.clusters for t, c in comparisons.items()},
+        ),
+        per_class={t: c.per_class for t, c in comparisons.items()},
+        metadata_drift={t: c.metadata_drift for t, c in comparisons.items()},
+        config=config.model_dump(mode="json"),
+    )
+    return Analysis(summary, coords, labels, _prob_columns(comparisons, len(feats)))
+
+
+def _prob_columns(comparisons: dict[str, Comparison], n: int) -> dict[str, np.ndarray]:
+    """samples.csv columns of the domain classifier's P(target), one per target."""
+    columns: dict[str, np.ndarray] = {}
+    for t, comp in comparisons.items():
+        col = np.full(n, np.nan)
+        probs = np.asarray(comp.latent_gap.c2st.probs)
+        n_s = len(comp.rows_source)
+        col[comp.rows_source], col[comp.rows_target] = probs[:n_s], probs[n_s:]
+        columns[f"p_{t}" if len(comparisons) > 1 else "domain_prob"] = col
+    return columns
 
 
 def run_analysis(
@@ -412,9 +434,9 @@ def run_analysis(
     with stages.stage("extract"):
         feats = extract_all(config, dataset, cache, runner or LazyRunner(config, cache), progress)
     result = analyse(config, feats, bandwidth=bandwidth, stages=stages)
-    summary = result.summary
-    summary["synthetic"] = is_synthetic(config)
-    summary["model"] = _model_summary(config, cache)
+    summary = replace(
+        result.summary, synthetic=is_synthetic(config), model=_model_summary(config, cache)
+    )
     paths = {
         "report": out / "report.html",
         "summary": out / "summary.json",
@@ -429,16 +451,19 @@ def run_analysis(
             clusters=result.clusters,
             thumbnail_source=_thumbnail_source(config, dataset, cache),
         )
-    summary["timing_s"] = stages.seconds
+    summary = replace(summary, timing_s=dict(stages.seconds))
     header, rows = sample_table(feats, result)
     write_atomic(paths["samples"], csv_bytes(header, rows))
     write_atomic(paths["report"], render_report(summary, assets).encode())
-    write_atomic(
-        paths["summary"], json.dumps(jsonable(summary), indent=1, allow_nan=False).encode()
-    )
+    write_atomic(paths["summary"], summary_json(summary))
     if progress:
         print(f"[domain-gap] wrote {out}", file=sys.stderr, flush=True)
     return paths
+
+
+def summary_json(summary: Summary) -> bytes:
+    """summary.json's bytes (see ``domain_gap/analysis/summary.schema.json``)."""
+    return json.dumps(to_json(summary), indent=1, allow_nan=False).encode()
 
 
 def _thumbnail_source(config: Config, dataset: Any, cache: FeatureCache) -> Any:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from domain_gap.analysis.schema import SCHEMA_PATH
 from domain_gap.config import Config, parse_config
 from domain_gap.data.sample import write_sample
 
@@ -78,3 +79,16 @@ def config_for() -> Callable[..., Config]:
         return parse_config(tiny_config_dict(root, **changes), source="test config", base_dir=root)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def validate_summary() -> Callable[[dict], None]:
+    """``validate_summary(data)`` raises ``jsonschema.ValidationError`` unless ``data`` fits
+    the committed ``summary.schema.json``."""
+    import json
+
+    import jsonschema
+
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema).validate

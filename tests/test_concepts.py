@@ -11,6 +11,7 @@ from scipy.spatial.distance import cdist
 from sklearn.metrics import adjusted_rand_score
 
 from domain_gap.analysis import concepts
+from domain_gap.analysis.results import to_json
 
 
 def _blobs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -69,24 +70,24 @@ def test_cluster_table_shares_status_tests_and_examples() -> None:
     x = np.random.default_rng(0).normal(size=(150, 4))
     centers = np.stack([x[labels == c].mean(0) for c in range(4)])
     rows = concepts.cluster_table(labels, domains, loss, "cs", "kitti", x=x, centers=centers)
-    by = {r["cluster"]: r for r in rows}
-    assert by[0]["status"] == "missing in target" and by[0]["ratio"] == 0.0
-    assert by[1]["status"] == "missing in source" and by[1]["ratio"] is None
-    assert by[2]["status"] == "under-represented in target"
-    assert by[2]["ratio"] == pytest.approx((10 / 50) / (50 / 100))
-    assert by[3]["status"] == "over-represented in target"
-    assert by[2]["share_source"] == pytest.approx(0.5) and by[2]["share_target"] == pytest.approx(
+    by = {r.cluster: r for r in rows}
+    assert by[0].status == "missing in target" and by[0].ratio == 0.0
+    assert by[1].status == "missing in source" and by[1].ratio is None
+    assert by[2].status == "under-represented in target"
+    assert by[2].ratio == pytest.approx((10 / 50) / (50 / 100))
+    assert by[3].status == "over-represented in target"
+    assert by[2].share_source == pytest.approx(0.5) and by[2].share_target == pytest.approx(
         0.2
     )
     ref_p = stats.fisher_exact([[50, 50], [10, 40]]).pvalue
-    assert by[2]["p_value"] == pytest.approx(ref_p)
-    assert by[1]["mean_loss_target"] == pytest.approx(np.mean(np.arange(101, 130)))
-    assert by[0]["mean_loss_target"] is None
+    assert by[2].p_value == pytest.approx(ref_p)
+    assert by[1].mean_loss_target == pytest.approx(np.mean(np.arange(101, 130)))
+    assert by[0].mean_loss_target is None
     members = np.flatnonzero((labels == 2) & (domains == "cs"))
     nearest = members[np.argsort(np.linalg.norm(x[members] - centers[2], axis=1))[:4]]
-    assert by[2]["examples"]["cs"] == nearest.tolist()
-    assert by[0]["examples"]["kitti"] == []
-    json.dumps(rows, allow_nan=False)
+    assert list(by[2].examples["cs"]) == nearest.tolist()
+    assert by[0].examples["kitti"] == ()
+    json.dumps(to_json(rows), allow_nan=False)
 
 
 def test_cluster_table_rejects_missing_domain() -> None:
@@ -117,16 +118,16 @@ def test_class_conditional_gap_flags_shifted_class_and_uncomputable_ones() -> No
         permutations=99,
         seed=0,
     )
-    assert [r["class"] for r in rows] == ["road", "car", "sky"]
+    assert [r.class_name for r in rows] == ["road", "car", "sky"]
     road, car, sky = rows
-    assert car["significant"] and car["p_value"] == pytest.approx(1 / 100)
-    assert road["p_value"] > 0.05 and not road["significant"]
-    assert sky["computable"] is False and "4 target" in sky["note"] and sky["mmd2"] is None
-    assert road["iou_drop"] == pytest.approx(0.3)
+    assert car.significant and car.p_value == pytest.approx(1 / 100)
+    assert road.p_value > 0.05 and not road.significant
+    assert sky.computable is False and "4 target" in sky.note and sky.mmd2 is None
+    assert road.iou_drop == pytest.approx(0.3)
     # MMD² on the present images equals a brute-force Gaussian-kernel estimate
     pooled = np.vstack([emb_s[:, 1], emb_t[:, 1]])
     mu, sd = pooled.mean(0), pooled.std(0)
-    xs, ys, bw = (emb_s[:, 1] - mu) / sd, (emb_t[:, 1] - mu) / sd, car["bandwidth"]
+    xs, ys, bw = (emb_s[:, 1] - mu) / sd, (emb_t[:, 1] - mu) / sd, car.bandwidth
 
     def k(a, b):
         return np.exp(-cdist(a, b, "sqeuclidean") / (2 * bw**2))
@@ -136,8 +137,8 @@ def test_class_conditional_gap_flags_shifted_class_and_uncomputable_ones() -> No
         + (k(ys, ys).sum() - m) / (m * (m - 1))
         - 2 * k(xs, ys).mean()
     )
-    assert car["mmd2"] == pytest.approx(ref, rel=1e-9)
-    json.dumps(rows, allow_nan=False)
+    assert car.mmd2 == pytest.approx(ref, rel=1e-9)
+    json.dumps(to_json(rows), allow_nan=False)
 
 
 def test_class_conditional_gap_checks_shapes() -> None:

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from domain_gap.analysis.extract import extract_domain
-from domain_gap.analysis.latent import median_bandwidth, mmd_test
+from domain_gap.analysis.mmd import median_bandwidth, mmd_test
 from domain_gap.cli import app
 from domain_gap.config import load_config
 from domain_gap.data.dataset import DomainDataset
@@ -66,7 +66,7 @@ def test_two_halves_of_the_source_show_no_significant_gap(demo_out: Path) -> Non
         order = np.random.default_rng(seed).permutation(len(feats))
         x, y = feats.embeddings[order[:half]], feats.embeddings[order[half:]]
         test = mmd_test(x, y, bandwidth=median_bandwidth(x), permutations=200, seed=seed)
-        p_values.append(test["p_value"])
+        p_values.append(test.p_value)
     p_values = np.array(p_values)
     assert (p_values < 0.05).sum() <= 6
     assert np.median(p_values) > 0.2

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import numpy as np
 import pytest
 from scipy import stats
 
 from domain_gap.analysis.drift import metadata_drift
+from domain_gap.analysis.results import MetadataDrift, Skipped, to_json
 
 
 @pytest.fixture
@@ -38,8 +40,8 @@ def fields() -> tuple[dict, dict, np.ndarray]:
     return source, target, loss
 
 
-def _row(result: dict, field: str) -> dict:
-    return next(r for r in result["numeric"] + result["categorical"] if r["field"] == field)
+def _row(result: MetadataDrift, field: str) -> Any:
+    return next(r for r in result.numeric + result.categorical if r.field == field)
 
 
 def test_numeric_statistics_match_scipy_and_hand_formulas(fields) -> None:
@@ -48,29 +50,29 @@ def test_numeric_statistics_match_scipy_and_hand_formulas(fields) -> None:
     row = _row(res, "frac_vegetation")
     a, b = source["frac_vegetation"], target["frac_vegetation"]
     ks = stats.ks_2samp(a, b)
-    assert row["ks"] == pytest.approx(ks.statistic) and row["p_value"] == pytest.approx(ks.pvalue)
+    assert row.ks == pytest.approx(ks.statistic) and row.p_value == pytest.approx(ks.pvalue)
     wd = stats.wasserstein_distance(a, b)
-    assert row["wasserstein"] == pytest.approx(wd)
-    assert row["wasserstein_sd"] == pytest.approx(wd / a.std(ddof=1))
+    assert row.wasserstein == pytest.approx(wd)
+    assert row.wasserstein_sd == pytest.approx(wd / a.std(ddof=1))
     pooled = math.sqrt(
         ((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2)
     )
-    assert row["smd"] == pytest.approx((b.mean() - a.mean()) / pooled)
+    assert row.smd == pytest.approx((b.mean() - a.mean()) / pooled)
     sp = stats.spearmanr(b, loss)
-    assert row["spearman_rho"] == pytest.approx(sp.statistic)
-    assert row["spearman_p"] == pytest.approx(sp.pvalue)
-    hist = row["histogram"]
-    assert sum(hist["source"]) == len(a) and sum(hist["target"]) == len(b)
-    assert len(hist["edges"]) == len(hist["source"]) + 1
-    assert row["status"] == "shifted"
+    assert row.spearman_rho == pytest.approx(sp.statistic)
+    assert row.spearman_p == pytest.approx(sp.pvalue)
+    hist = row.histogram
+    assert sum(hist.source) == len(a) and sum(hist.target) == len(b)
+    assert len(hist.edges) == len(hist.source) + 1
+    assert row.status == "shifted"
 
 
 def test_categorical_chi_square_and_cramers_v(fields) -> None:
     source, target, loss = fields
     res = metadata_drift(source, target, loss)
     row = _row(res, "camera")
-    cats = row["categories"]
-    assert cats == ["kitti_cam", "left", "right"]
+    cats = row.categories
+    assert list(cats) == ["kitti_cam", "left", "right"]
     table = np.array(
         [
             [np.sum(source["camera"] == c) for c in cats],
@@ -78,47 +80,47 @@ def test_categorical_chi_square_and_cramers_v(fields) -> None:
         ]
     )
     ref = stats.chi2_contingency(table)
-    assert row["chi2"] == pytest.approx(ref.statistic) and row["p_value"] == pytest.approx(
+    assert row.chi2 == pytest.approx(ref.statistic) and row.p_value == pytest.approx(
         ref.pvalue
     )
-    assert row["cramers_v"] == pytest.approx(math.sqrt(ref.statistic / (table.sum() * 1)))
+    assert row.cramers_v == pytest.approx(math.sqrt(ref.statistic / (table.sum() * 1)))
     left_loss = loss[target["camera"] == "left"].mean()
-    assert row["loss_by_category"]["left"] == pytest.approx(left_loss)
-    assert row["loss_by_category"]["right"] is None
+    assert row.loss_by_category["left"] == pytest.approx(left_loss)
+    assert row.loss_by_category["right"] is None
 
 
 def test_bh_across_fields_and_constant_fields(fields) -> None:
     source, target, loss = fields
     res = metadata_drift(source, target, loss)
     const = _row(res, "constant")
-    assert const["status"] == "no variation" and const["smd"] is None
-    assert const["p_value"] == 1.0 and not const["significant"]
-    tested = [r for r in res["numeric"] + res["categorical"] if r["status"] != "no variation"]
-    raw = [r["p_value"] for r in tested]
+    assert const.status == "no variation" and const.smd is None
+    assert const.p_value == 1.0 and not const.significant
+    tested = [r for r in res.numeric + res.categorical if r.status != "no variation"]
+    raw = [r.p_value for r in tested]
     expected = stats.false_discovery_control(raw)  # the constant field is not in the family
-    assert [r["p_adjusted"] for r in tested] == pytest.approx(list(expected))
-    assert res["skipped"] == [{"field": "source_only", "reason": "missing in target"}]
-    json.dumps(res, allow_nan=False)
+    assert [r.p_adjusted for r in tested] == pytest.approx(list(expected))
+    assert res.skipped == (Skipped("source_only", "missing in target"),)
+    json.dumps(to_json(res), allow_nan=False)
 
 
 def test_drivers_rank_by_shift_times_association(fields) -> None:
     source, target, loss = fields
     res = metadata_drift(source, target, loss, target_name="kitti")
-    drivers = res["drivers"]
-    names = [d["field"] for d in drivers]
+    drivers = res.drivers
+    names = [d.field for d in drivers]
     assert "brightness" not in names  # not shifted
     assert names[0] == "frac_vegetation"
-    keys = [(not d["association_significant"], -d["score"]) for d in drivers]
+    keys = [(not d.association_significant, -d.score) for d in drivers]
     assert keys == sorted(keys)  # loss-associated first, then by score
     veg = drivers[0]
-    assert veg["association_significant"]
-    ks = _row(res, "frac_vegetation")["ks"]
-    assert veg["score"] == pytest.approx(ks * abs(veg["spearman_rho"]))
-    assert veg["aligned"] is True
-    assert veg["sentence"].startswith("kitti has higher frac_vegetation (+")
-    sky = next(d for d in drivers if d["field"] == "frac_sky")
-    assert sky["smd"] < 0 and sky["aligned"] is False
-    assert "lower frac_sky" in sky["sentence"] and "would lower the loss" in sky["sentence"]
+    assert veg.association_significant
+    ks = _row(res, "frac_vegetation").ks
+    assert veg.score == pytest.approx(ks * abs(veg.spearman_rho))
+    assert veg.aligned is True
+    assert veg.sentence.startswith("kitti has higher frac_vegetation (+")
+    sky = next(d for d in drivers if d.field == "frac_sky")
+    assert sky.smd < 0 and sky.aligned is False
+    assert "lower frac_sky" in sky.sentence and "would lower the loss" in sky.sentence
 
 
 def test_without_loss_there_are_no_drivers_and_nan_values_are_skipped(fields) -> None:
@@ -127,10 +129,10 @@ def test_without_loss_there_are_no_drivers_and_nan_values_are_skipped(fields) ->
     target["brightness"] = target["brightness"].copy()
     target["brightness"][:5] = np.nan
     res = metadata_drift(source, target, None)
-    assert res["drivers"] == []
+    assert res.drivers == ()
     row = _row(res, "brightness")
-    assert row["n_missing_target"] == 5 and row["n_target"] == 75
-    assert row["spearman_rho"] is None and "no target loss" in row["note"]
+    assert row.n_missing_target == 5 and row.n_target == 75
+    assert row.spearman_rho is None and "no target loss" in row.note
 
 
 def test_bad_inputs_name_the_field(fields) -> None:
@@ -154,5 +156,5 @@ def test_near_constant_field_with_huge_smd_does_not_outrank_a_loss_driver() -> N
     loss = veg_t + rng.normal(0, 0.05, n)
     res = metadata_drift(source, target, loss)
     aspect = _row(res, "aspect")
-    assert abs(aspect["smd"]) > 100
-    assert res["drivers"][0]["field"] == "veg"
+    assert abs(aspect.smd) > 100
+    assert res.drivers[0].field == "veg"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import csv
 import hashlib
 import json
@@ -104,6 +105,28 @@ def test_summary_has_documented_keys_and_types(
     fields = {r["field"] for r in drift["numeric"]}
     assert {"brightness", "aspect_ratio"} <= fields
     assert not {"domain", "group", "file_name"} & fields
+
+
+@pytest.mark.slow
+def test_summary_fits_the_schema_which_rejects_missing_and_unknown_fields(
+    outputs: dict[str, Path], validate_summary: Any
+) -> None:
+    import jsonschema
+
+    good = json.loads(outputs["summary"].read_text())
+    validate_summary(good)
+    missing = copy.deepcopy(good)
+    del missing["latent_gap"]["kitti"]["mmd"]["p_floor"]
+    with pytest.raises(jsonschema.ValidationError, match="p_floor"):
+        validate_summary(missing)
+    extra = copy.deepcopy(good)
+    extra["latent_gap"]["kitti"]["mmd"]["p_value_text"] = "p < 0.05"
+    with pytest.raises(jsonschema.ValidationError, match="p_value_text"):
+        validate_summary(extra)
+    wrong = copy.deepcopy(good)
+    wrong["schema_version"] = "0.0.1"
+    with pytest.raises(jsonschema.ValidationError):
+        validate_summary(wrong)
 
 
 @pytest.mark.slow

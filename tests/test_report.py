@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html as html_lib
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -12,21 +13,20 @@ import numpy as np
 import pytest
 
 from domain_gap.analysis.extract import PRED_STRIDE, Features
+from domain_gap.analysis.results import (
+    DriftField,
+    Driver,
+    Histogram,
+    MetadataDrift,
+    ModelInfo,
+    Summary,
+)
 from domain_gap.config import parse_config
 from domain_gap.labels import CLASS_COLORS
 from domain_gap.report import plots
 from domain_gap.report.assets import build_assets, histogram_fields, thumbnail_ids
-from domain_gap.report.html import (
-    DASH,
-    data_uri,
-    esc,
-    fmt,
-    fmt_ci,
-    fmt_p,
-    fmt_pct,
-    p_is,
-    render_report,
-)
+from domain_gap.report.format import DASH, data_uri, fmt, fmt_ci, fmt_p, fmt_pct, p_is
+from domain_gap.report.html import render_report
 from domain_gap.report.thumbnails import expand_strided, png_bytes, sample_thumbnail, valid_box
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -45,7 +45,9 @@ def test_number_formatting() -> None:
     assert p_is(0.0001) == "p < 0.001" and p_is(0.25) == "p = 0.250"
     assert fmt_pct(0.4567) == "45.7%" and fmt_pct(None) == DASH
     assert fmt_ci([0.1, 0.25]) == "[0.100, 0.250]" and fmt_ci([None, 1.0]) == DASH
-    assert esc('<a href="x">&') == "&lt;a href=&quot;x&quot;&gt;&amp;"
+    # at a permutation test's floor the page says so, in the table and the verdict alike
+    assert fmt_p(1 / 501, floor=1 / 501) == "≤ 0.002" and p_is(1 / 501, 1 / 501) == "p ≤ 0.002"
+    assert fmt_p(0.01, floor=1 / 501) == "0.010"
 
 
 def test_data_uri_round_trip() -> None:
@@ -147,8 +149,7 @@ def _features(n: int, domain: str, shift: float, rng: np.random.Generator) -> Fe
 
 
 @pytest.fixture(scope="module")
-def page() -> tuple[dict, object, str]:
-    from domain_gap.analysis.stats_utils import jsonable
+def page() -> tuple[Summary, object, str]:
     from domain_gap.pipeline import analyse
 
     rng = np.random.default_rng(0)
@@ -164,9 +165,8 @@ def page() -> tuple[dict, object, str]:
         base_dir=Path("."),
     )
     result = analyse(config, feats)
-    summary = jsonable(result.summary)
-    summary["synthetic"] = True
-    summary["model"] = {"arch": "deeplabv3plus_mobilenet", "sha256": "ab" * 32, "tap": "aspp"}
+    model = ModelInfo(None, "ab" * 32, "deeplabv3plus_mobilenet", "aspp", {})
+    summary = replace(result.summary, synthetic=True, model=model)
 
     def source(ids: list[str]) -> dict:
         img = np.full((32, 64, 3), 90, np.uint8)
@@ -184,55 +184,72 @@ def page() -> tuple[dict, object, str]:
 
 
 @pytest.mark.slow
-def test_page_shows_the_summary_numbers(page: tuple[dict, object, str]) -> None:
+def test_page_shows_the_summary_numbers(page: tuple[Summary, object, str]) -> None:
     summary, _, text = page
-    gap = summary["latent_gap"]["tgt"]
-    assert gap["significant"]  # a 1.5-SD shift in 6 dims at n = 20 per side
+    gap = summary.latent_gap["tgt"]
+    assert gap.significant  # a 1.5-SD shift in 6 dims at n = 20 per side
     plain = html_lib.unescape(text)
-    assert gap["verdict"] in plain
-    assert fmt(gap["frechet"]["value"]) in text
-    assert fmt(gap["mmd"]["mmd2"], 4) in text and fmt_ci(gap["mmd"]["ci"], 4) in text
-    assert fmt(gap["c2st"]["auc"]) in text and fmt_ci(gap["c2st"]["auc_ci"]) in text
+    mmd_p = p_is(gap.mmd.p_value, gap.mmd.p_floor)
+    assert f"significant gap: MMD² = {fmt(gap.mmd.mmd2, 4)} ({mmd_p} < 0.05)" in plain
+    assert fmt(gap.frechet.value, 4) in text
+    assert fmt(gap.mmd.mmd2, 4) in text and fmt_ci(gap.mmd.ci, 4) in text
+    assert fmt(gap.c2st.auc) in text and fmt_ci(gap.c2st.auc_ci) in text
     assert "embeddings differ (significant)" in text
-    for name, dom in summary["domains"].items():
+    for test in gap.tests:  # every interval method is printed as the result states it
+        assert html_lib.escape(test.ci_method or DASH) in text
+    assert "DeLong CI" not in text
+    for name, dom in summary.domains.items():
         assert f'<td class="l">{name}</td>' in text
-        assert fmt(dom["loss_mean"]) in text
-    drivers = summary["metadata_drift"]["tgt"]["drivers"]
-    assert drivers and drivers[0]["field"] == "brightness"
-    assert html_lib.escape(drivers[0]["sentence"], quote=True) in text
+        assert fmt(dom.loss_mean) in text
+    drivers = summary.metadata_drift["tgt"].drivers
+    assert drivers and drivers[0].field == "brightness"
+    assert html_lib.escape(drivers[0].sentence, quote=True) in text
     assert "SYNTHETIC DATA" in text
 
 
 @pytest.mark.slow
-def test_page_escapes_and_embeds_everything(page: tuple[dict, object, str]) -> None:
+def test_page_escapes_and_embeds_everything(page: tuple[Summary, object, str]) -> None:
     summary, assets, text = page
     assert "<b>odd name</b>" not in text and "&lt;b&gt;odd name&lt;/b&gt;" in text
     assert "<script" not in text and not re.search(r"(src|href)=\"https?:", text)
     sources = re.findall(r'<img src="([^"]+)"', text)
     ids = thumbnail_ids(summary)
     assert len(assets.thumbnails) == len(ids) > 0  # type: ignore[attr-defined]
-    expected_figures = 2 + 1 + len(histogram_fields(summary["metadata_drift"]["tgt"]))
+    expected_figures = 2 + 1 + len(histogram_fields(summary.metadata_drift["tgt"]))
     assert len(assets.figures) == expected_figures  # type: ignore[attr-defined]
     assert len(set(sources)) >= expected_figures
     assert all(s.startswith("data:image/png;base64,") for s in sources)
 
 
 @pytest.mark.slow
-def test_banner_only_for_synthetic_data(page: tuple[dict, object, str]) -> None:
+def test_banner_only_for_synthetic_data(page: tuple[Summary, object, str]) -> None:
     summary, assets, _ = page
-    real = dict(summary, synthetic=False)
+    real = replace(summary, synthetic=False)
     assert "SYNTHETIC" not in render_report(real, assets)  # type: ignore[arg-type]
 
 
 def test_histogram_fields_prefers_drivers() -> None:
-    drift = {
-        "drivers": [{"field": "b"}],
-        "numeric": [
-            {"field": "a", "significant": True, "ks": 0.9, "histogram": {}},
-            {"field": "b", "significant": True, "ks": 0.5, "histogram": {"x": 1}},
-            {"field": "c", "significant": True, "ks": 0.7, "histogram": {"x": 1}},
-            {"field": "d", "significant": False, "ks": 0.99, "histogram": {"x": 1}},
-        ],
-    }
+    hist = Histogram((0.0, 1.0), (1,), (1,))
+
+    def field(name: str, significant: bool, ks: float, h: Histogram | None) -> DriftField:
+        return DriftField(name, 5, 5, 0, 0, "tested", 0.01, 0.01, significant, ks=ks, histogram=h)
+
+    driver = Driver(1, "b", 1.0, 0.5, 0.01, True, 0.01, 0.5, 0.25, True, "")
+    drift = MetadataDrift(
+        numeric=(
+            field("a", True, 0.9, None),
+            field("b", True, 0.5, hist),
+            field("c", True, 0.7, hist),
+            field("d", False, 0.99, hist),
+        ),
+        categorical=(),
+        drivers=(driver,),
+        skipped=(),
+        alpha=0.05,
+        correction="",
+        driver_rule="",
+        source="s",
+        target="t",
+    )
     assert histogram_fields(drift, limit=3) == ["b", "c"]
     assert histogram_fields(drift, limit=1) == ["b"]

@@ -17,7 +17,9 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from sklearn.preprocessing import StandardScaler
 
-from domain_gap.analysis.latent import frechet_distance, mmd_test
+from domain_gap.analysis.frechet import frechet_distance
+from domain_gap.analysis.mmd import mmd_test
+from domain_gap.analysis.results import ClassGap, ClusterRow
 from domain_gap.analysis.stats_utils import as_matrix, bh_adjust, fnum
 
 __all__ = [
@@ -179,7 +181,8 @@ def cluster_table(
     centers: np.ndarray | None = None,
     examples: int = 4,
     alpha: float = 0.05,
-) -> list[dict[str, Any]]:
+    ids: Sequence[str] | None = None,
+) -> tuple[ClusterRow, ...]:
     """One row per cluster: shares per domain, loss, a status and example indices.
 
     ``share_source`` = share of the source images in the cluster (same for target);
@@ -191,7 +194,8 @@ def cluster_table(
     when ``p_adjusted < alpha`` (small clusters can get a status by chance; check it).
     ``loss`` may hold NaN for unlabeled images; means skip them (``None`` if none left).
     With ``x`` and ``centers`` (from :func:`cluster`), ``examples`` lists per domain the
-    indices of the ``examples`` members closest to the centre, for thumbnails.
+    indices of the ``examples`` members closest to the centre, for thumbnails; with ``ids``
+    (one per sample), their ids instead.
     """
     labels = np.asarray(labels).astype(np.int64)
     domains = np.asarray(domains).astype(str)
@@ -213,13 +217,10 @@ def cluster_table(
     if x is not None and centers is not None:
         near = nearest_to_centers(x, labels, centers, domains, per_domain=examples)
     rows: list[dict[str, Any]] = []
-    p_values: list[float | None] = []
     for c in range(n_clusters):
         in_c = labels == c
         cs, ct = int((in_c & is_s).sum()), int((in_c & is_t).sum())
         share_s, share_t = cs / n_s, ct / n_t
-        p = float(stats.fisher_exact([[cs, n_s - cs], [ct, n_t - ct]]).pvalue)
-        p_values.append(p)
         rows.append(
             {
                 "cluster": c,
@@ -233,18 +234,30 @@ def cluster_table(
                 "mean_loss_target": _mean_or_none(loss_arr[in_c & is_t]),
                 "mean_loss": _mean_or_none(loss_arr[in_c & (is_s | is_t)]),
                 "status": _status(share_s, share_t),
-                "p_value": p,
-                "examples": (
-                    {source: near[c].get(source, []), target: near[c].get(target, [])}
-                    if near is not None
-                    else None
-                ),
+                "p_value": float(stats.fisher_exact([[cs, n_s - cs], [ct, n_t - ct]]).pvalue),
+                "examples": _examples(near, c, (source, target), ids),
             }
         )
-    for row, p_adj in zip(rows, bh_adjust(p_values), strict=True):
-        row["p_adjusted"] = p_adj
-        row["significant"] = p_adj is not None and p_adj < alpha
-    return rows
+    adjusted = bh_adjust([r["p_value"] for r in rows])
+    return tuple(
+        ClusterRow(**row, p_adjusted=p_adj, significant=p_adj is not None and p_adj < alpha)
+        for row, p_adj in zip(rows, adjusted, strict=True)
+    )
+
+
+def _examples(
+    near: dict[int, dict[str, list[int]]] | None,
+    c: int,
+    domains: tuple[str, str],
+    ids: Sequence[str] | None,
+) -> dict[str, tuple[Any, ...]] | None:
+    """Per domain, the members of cluster ``c`` nearest its centre (ids when given)."""
+    if near is None:
+        return None
+    return {
+        dom: tuple(i if ids is None else str(ids[i]) for i in near[c].get(dom, []))
+        for dom in domains
+    }
 
 
 def class_conditional_gap(
@@ -262,17 +275,21 @@ def class_conditional_gap(
     min_samples: int = 10,
     alpha: float = 0.05,
     seed: int = 0,
-) -> list[dict[str, Any]]:
+    dataset_iou_source: np.ndarray | None = None,
+    dataset_iou_target: np.ndarray | None = None,
+) -> tuple[ClassGap, ...]:
     """Per class: how far apart are the class's pixel embeddings in source and target?
 
     ``emb_*`` (n, C, d) are per-image, per-class mean embeddings and ``counts_*`` (n, C) the
     class's pixel counts; only images where the class is present (count > 0) enter. ``iou_*``
     (n, C) are per-image IoUs (NaN where undefined). The MMD test standardises features as
-    :func:`latent.mmd_test` does; ``bandwidths[c]`` (frozen by the caller: the ``bandwidth``
-    of class c in a baseline run) or, when missing, the median distance of the standardised
-    source embeddings of class c. Classes with
+    :func:`~domain_gap.analysis.mmd.mmd_test` does; ``bandwidths[c]`` (frozen by the caller:
+    the ``bandwidth`` of class c in a baseline run) or, when missing, the median distance of
+    the standardised source embeddings of class c. Classes with
     fewer than ``min_samples`` images on either side are reported with ``computable: False``
     and a ``note``, never dropped. ``p_adjusted``: Benjamini-Hochberg over computable classes.
+    ``dataset_iou_*`` (C,), the IoUs of summed confusion matrices per domain, are carried
+    along with their drop (None when not given).
     """
     es, et = np.asarray(emb_s, dtype=np.float64), np.asarray(emb_t, dtype=np.float64)
     cs, ct = np.asarray(counts_s), np.asarray(counts_t)
@@ -300,7 +317,7 @@ def class_conditional_gap(
         ms, mt = cs[:, c] > 0, ct[:, c] > 0
         iou_src, iou_tgt = _mean_or_none(is_[:, c]), _mean_or_none(it[:, c])
         row: dict[str, Any] = {
-            "class": str(name),
+            "class_name": str(name),
             "n_source": int(ms.sum()),
             "n_target": int(mt.sum()),
             "iou_source": iou_src,
@@ -329,16 +346,33 @@ def class_conditional_gap(
         fd = frechet_distance(xs, ys, max_dim=max_dim)
         row.update(
             computable=True,
-            mmd2=test["mmd2"],
-            p_value=test["p_value"],
-            bandwidth=test["bandwidth"],
-            fd=fd["value"],
-            fd_dims=fd["dims"],
-            note=fd["note"],
+            mmd2=test.mmd2,
+            p_value=test.p_value,
+            bandwidth=test.bandwidth,
+            fd=fd.value,
+            fd_dims=fd.dims,
+            note=fd.note,
         )
         rows.append(row)
     adjusted = bh_adjust([r["p_value"] for r in rows])
-    for row, p_adj in zip(rows, adjusted, strict=True):
-        row["p_adjusted"] = p_adj
-        row["significant"] = p_adj is not None and p_adj < alpha
-    return rows
+    return tuple(
+        ClassGap(
+            **row,
+            **_dataset_iou(dataset_iou_source, dataset_iou_target, c),
+            p_adjusted=p_adj,
+            significant=p_adj is not None and p_adj < alpha,
+        )
+        for c, (row, p_adj) in enumerate(zip(rows, adjusted, strict=True))
+    )
+
+
+def _dataset_iou(
+    iou_s: np.ndarray | None, iou_t: np.ndarray | None, c: int
+) -> dict[str, float | None]:
+    vs = None if iou_s is None else fnum(iou_s[c])
+    vt = None if iou_t is None else fnum(iou_t[c])
+    return {
+        "dataset_iou_source": vs,
+        "dataset_iou_target": vt,
+        "dataset_iou_drop": None if vs is None or vt is None else vs - vt,
+    }

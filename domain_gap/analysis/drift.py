@@ -22,6 +22,14 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from domain_gap.analysis.results import (
+    CategoryDrift,
+    DriftField,
+    Driver,
+    Histogram,
+    MetadataDrift,
+    Skipped,
+)
 from domain_gap.analysis.stats_utils import bh_adjust, fnum
 
 __all__ = ["DRIVER_RULE", "metadata_drift"]
@@ -47,13 +55,13 @@ def _is_numeric(a: np.ndarray, b: np.ndarray) -> bool:
     return a.dtype.kind in "iuf" and b.dtype.kind in "iuf"
 
 
-def _histogram(a: np.ndarray, b: np.ndarray, bins: int) -> dict[str, list[float] | list[int]]:
+def _histogram(a: np.ndarray, b: np.ndarray, bins: int) -> Histogram:
     edges = np.histogram_bin_edges(np.concatenate([a, b]), bins=bins)
-    return {
-        "edges": [float(e) for e in edges],
-        "source": [int(c) for c in np.histogram(a, edges)[0]],
-        "target": [int(c) for c in np.histogram(b, edges)[0]],
-    }
+    return Histogram(
+        edges=tuple(float(e) for e in edges),
+        source=tuple(int(c) for c in np.histogram(a, edges)[0]),
+        target=tuple(int(c) for c in np.histogram(b, edges)[0]),
+    )
 
 
 def _spearman(
@@ -82,7 +90,6 @@ def _numeric_row(
     a, b = a_all[np.isfinite(a_all)], b_all[np.isfinite(b_all)]
     row: dict[str, Any] = {
         "field": field,
-        "kind": "numeric",
         "n_source": int(a.size),
         "n_target": int(b.size),
         "n_missing_source": int(a_all.size - a.size),
@@ -138,12 +145,11 @@ def _categorical_row(
     table = np.array([[int(np.sum(a == c)) for c in cats], [int(np.sum(b == c)) for c in cats]])
     row: dict[str, Any] = {
         "field": field,
-        "kind": "categorical",
         "n_source": int(a.size),
         "n_target": int(b.size),
-        "categories": cats,
-        "counts_source": [int(v) for v in table[0]],
-        "counts_target": [int(v) for v in table[1]],
+        "categories": tuple(cats),
+        "counts_source": tuple(int(v) for v in table[0]),
+        "counts_target": tuple(int(v) for v in table[1]),
     }
     if len(cats) < 2 or a.size == 0 or b.size == 0:
         row.update(
@@ -206,7 +212,7 @@ def metadata_drift(
     source_name: str = "source",
     target_name: str = "target",
     bins: int = 20,
-) -> dict[str, Any]:
+) -> MetadataDrift:
     """Per-field shift tests between domains and a ranked table of likely gap drivers.
 
     ``source`` / ``target`` map field name → 1-D array (one value per image; NaN for a missing
@@ -215,8 +221,7 @@ def metadata_drift(
     ``target_loss`` (one per target image, NaN where unknown) may be ``None``: then no loss
     association and no drivers are computed. ``drivers`` follows :data:`DRIVER_RULE`.
 
-    Returns ``{"numeric": [...], "categorical": [...], "drivers": [...], "skipped": [...],
-    "alpha", "correction", "driver_rule"}``.
+    Returns a :class:`~domain_gap.analysis.results.MetadataDrift`.
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha: expected in (0, 1), got {alpha}")
@@ -235,19 +240,34 @@ def metadata_drift(
 
     numeric: list[dict[str, Any]] = []
     categorical: list[dict[str, Any]] = []
-    skipped: list[dict[str, str]] = []
+    skipped: list[Skipped] = []
     for field in sorted(set(source) | set(target)):
         if field not in source or field not in target:
             side = target_name if field not in target else source_name
-            skipped.append({"field": field, "reason": f"missing in {side}"})
+            skipped.append(Skipped(field, f"missing in {side}"))
             continue
         a, b = np.asarray(source[field]), np.asarray(target[field])
         if _is_numeric(a, b):
             numeric.append(_numeric_row(field, a, b, loss, bins))
         else:
             categorical.append(_categorical_row(field, a, b, loss))
+    _adjust(numeric + categorical, alpha)
+    fields = tuple(DriftField(**r) for r in numeric)
+    return MetadataDrift(
+        numeric=fields,
+        categorical=tuple(CategoryDrift(**r) for r in categorical),
+        drivers=_drivers(fields, alpha, target_name),
+        skipped=tuple(skipped),
+        alpha=float(alpha),
+        correction="benjamini-hochberg across all tested fields",
+        driver_rule=DRIVER_RULE,
+        source=source_name,
+        target=target_name,
+    )
 
-    rows = numeric + categorical
+
+def _adjust(rows: list[dict[str, Any]], alpha: float) -> None:
+    """Benjamini-Hochberg over the tested rows (one family); sets the status of each."""
     tested = [r.get("p_value") if r["status"] == "tested" else None for r in rows]
     for row, p_adj in zip(rows, bh_adjust(tested), strict=True):
         # Constant fields keep p = 1 but do not enlarge the BH family.
@@ -256,37 +276,29 @@ def metadata_drift(
         if row["status"] == "tested":
             row["status"] = "shifted" if row["significant"] else "no significant shift"
 
-    drivers: list[dict[str, Any]] = []
-    for row in numeric:
-        smd, rho = row.get("smd"), row.get("spearman_rho")
-        if not row["significant"] or smd is None or rho is None:
+
+def _drivers(numeric: tuple[DriftField, ...], alpha: float, target: str) -> tuple[Driver, ...]:
+    """Shifted fields that go with the loss, ranked by :data:`DRIVER_RULE`."""
+    found = []
+    for r in numeric:
+        if not r.significant or r.smd is None or r.spearman_rho is None or r.ks is None:
             continue
-        drivers.append(
-            {
-                "field": row["field"],
-                "smd": smd,
-                "spearman_rho": rho,
-                "spearman_p": row["spearman_p"],
-                "association_significant": row["spearman_p"] is not None
-                and row["spearman_p"] < alpha,
-                "p_adjusted": row["p_adjusted"],
-                "ks": row["ks"],
-                "score": row["ks"] * abs(rho),
-                "aligned": (smd > 0) == (rho > 0),
-                "sentence": _direction_sentence(row["field"], smd, rho, target_name),
-            }
+        assoc = r.spearman_p is not None and r.spearman_p < alpha
+        found.append((r, r.smd, r.spearman_rho, r.ks, assoc))
+    found.sort(key=lambda f: (not f[4], -f[3] * abs(f[2])))
+    return tuple(
+        Driver(
+            rank=rank,
+            field=r.field,
+            smd=smd,
+            spearman_rho=rho,
+            spearman_p=r.spearman_p,
+            association_significant=assoc,
+            p_adjusted=r.p_adjusted,
+            ks=ks,
+            score=ks * abs(rho),
+            aligned=(smd > 0) == (rho > 0),
+            sentence=_direction_sentence(r.field, smd, rho, target),
         )
-    drivers.sort(key=lambda d: (not d["association_significant"], -d["score"]))
-    for rank, d in enumerate(drivers, start=1):
-        d["rank"] = rank
-    return {
-        "numeric": numeric,
-        "categorical": categorical,
-        "drivers": drivers,
-        "skipped": skipped,
-        "alpha": float(alpha),
-        "correction": "benjamini-hochberg across all tested fields",
-        "driver_rule": DRIVER_RULE,
-        "source": source_name,
-        "target": target_name,
-    }
+        for rank, (r, smd, rho, ks, assoc) in enumerate(found, start=1)
+    )

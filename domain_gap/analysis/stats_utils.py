@@ -1,15 +1,13 @@
-"""Small shared helpers for the statistics modules: input checks, JSON-safe values, BH, bootstrap.
+"""Small shared helpers for the statistics modules: input checks, finite floats, BH, bootstrap.
 
-Everything here is pure numpy/scipy. The statistics modules return plain Python values only
-(floats, ints, lists, dicts, ``None`` for "not computable"), so their output can be written
-with ``json.dumps`` as it is.
+Everything here is pure numpy/scipy. The statistics modules return the typed results of
+:mod:`domain_gap.analysis.results` (``None`` for "not computable").
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -44,25 +42,6 @@ def fnum(v: object) -> float | None:
         return None
     f = float(v)  # type: ignore[arg-type]
     return f if math.isfinite(f) else None
-
-
-def jsonable(obj: Any) -> Any:
-    """Recursively turn numpy scalars/arrays into Python values; NaN/inf become ``None``."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, bool | np.bool_):
-        return bool(obj)
-    if isinstance(obj, int | np.integer):
-        return int(obj)
-    if isinstance(obj, float | np.floating):
-        return fnum(obj)
-    if isinstance(obj, np.str_):
-        return str(obj)
-    return obj
 
 
 def bh_adjust(p_values: Sequence[float | None]) -> list[float | None]:
@@ -117,8 +96,8 @@ def bootstrap_ci(
 
     Caveat: resampling with replacement duplicates rows. Plug-in statistics (means, FD) are
     fine with that; kernel U-statistics (MMD², KID) are not, because a duplicated row pairs with
-    its own copy (k = 1) and biases the replicate upwards. ``latent.mmd_test`` and
-    ``latent.kid`` therefore bootstrap with copies of the same row excluded, not through here.
+    its own copy (k = 1) and biases the replicate upwards. ``mmd.mmd_test`` and
+    ``kid.kid`` therefore bootstrap with copies of the same row excluded, not through here.
     """
     if n_boot < 1:
         raise ValueError(f"n_boot: expected >= 1, got {n_boot}")

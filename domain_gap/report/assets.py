@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
+from domain_gap.analysis.results import MetadataDrift, Summary
 from domain_gap.report import plots
 from domain_gap.report.thumbnails import png_bytes, sample_thumbnail
 
@@ -32,36 +32,36 @@ class ReportAssets:
     thumbnails: dict[str, bytes] = field(default_factory=dict)
 
 
-def histogram_fields(drift: Mapping[str, Any], limit: int = TOP_DRIVER_HISTOGRAMS) -> list[str]:
+def histogram_fields(drift: MetadataDrift, limit: int = TOP_DRIVER_HISTOGRAMS) -> list[str]:
     """Fields to draw: ranked drivers first, then shifted numeric fields by KS statistic."""
-    chosen = [d["field"] for d in drift.get("drivers", [])][:limit]
+    chosen = [d.field for d in drift.drivers][:limit]
     shifted = sorted(
-        (r for r in drift.get("numeric", []) if r.get("significant") and r.get("histogram")),
-        key=lambda r: -(r.get("ks") or 0.0),
+        (r for r in drift.numeric if r.significant and r.histogram is not None),
+        key=lambda r: -(r.ks or 0.0),
     )
     for row in shifted:
         if len(chosen) >= limit:
             break
-        if row["field"] not in chosen:
-            chosen.append(row["field"])
+        if row.field not in chosen:
+            chosen.append(row.field)
     return chosen
 
 
-def thumbnail_ids(summary: Mapping[str, Any]) -> list[str]:
+def thumbnail_ids(summary: Summary) -> list[str]:
     """Every sample id the report shows as a thumbnail, in first-mention order."""
     ids: list[str] = []
-    for rows in summary.get("clusters", {}).get("tables", {}).values():
+    for rows in summary.clusters.tables.values():
         for row in rows:
-            for members in (row.get("examples") or {}).values():
-                ids.extend(members)
-    for sides in summary.get("domain_specific", {}).values():
+            for members in (row.examples or {}).values():
+                ids.extend(str(m) for m in members)
+    for sides in summary.domain_specific.values():
         for items in sides.values():
-            ids.extend(item["sample_id"] for item in items)
+            ids.extend(item.sample_id for item in items)
     return list(dict.fromkeys(ids))
 
 
 def build_assets(
-    summary: Mapping[str, Any],
+    summary: Summary,
     *,
     coords: np.ndarray,
     domains: np.ndarray,
@@ -70,7 +70,7 @@ def build_assets(
     thumbnail_source: ThumbnailSource,
 ) -> ReportAssets:
     """Draw every figure of the report and encode the thumbnails it names."""
-    order = [summary["source"], *summary["targets"]]
+    order = [summary.source, *summary.targets]
     assets = ReportAssets()
     labels = np.asarray(clusters)
     centers = np.array(
@@ -81,34 +81,35 @@ def build_assets(
         domains,
         loss,
         order,
-        method=summary["projection"]["method"].upper(),
+        method=summary.projection.method.upper(),
         centers=centers,
     )
     assets.figures["loss_hist"] = plots.loss_histograms(
         {d: loss[domains == d] for d in order}, order
     )
-    for target in summary["targets"]:
-        rows = summary["per_class"][target]
+    for target in summary.targets:
+        rows = summary.per_class[target]
         assets.figures[f"per_class/{target}"] = plots.per_class_chart(
-            [r["class"] for r in rows],
-            np.array([_num(r.get("dataset_iou_drop")) for r in rows]),
-            np.array([_num(r.get("mmd2")) for r in rows]),
+            [r.class_name for r in rows],
+            np.array([_num(r.dataset_iou_drop) for r in rows]),
+            np.array([_num(r.mmd2) for r in rows]),
             "class-conditional MMD²",
         )
-        drift = summary["metadata_drift"][target]
-        by_field = {r["field"]: r for r in drift.get("numeric", [])}
+        drift = summary.metadata_drift[target]
+        by_field = {r.field: r for r in drift.numeric}
         for name in histogram_fields(drift):
-            hist = by_field[name]["histogram"]
+            hist = by_field[name].histogram
+            assert hist is not None  # histogram_fields only picks fields that have one
             assets.figures[f"hist/{target}/{name}"] = plots.histograms(
                 name,
-                hist["edges"],
-                {summary["source"]: hist["source"], target: hist["target"]},
-                [summary["source"], target],
+                hist.edges,
+                {summary.source: hist.source, target: hist.target},
+                [summary.source, target],
             )
     for sample_id, (image, pred, valid) in thumbnail_source(thumbnail_ids(summary)).items():
         assets.thumbnails[sample_id] = png_bytes(sample_thumbnail(image, pred, valid))
     return assets
 
 
-def _num(v: Any) -> float:
+def _num(v: float | None) -> float:
     return float("nan") if v is None else float(v)

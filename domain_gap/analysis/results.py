@@ -1,0 +1,464 @@
+"""The result contract: frozen, typed results from the statistics to summary.json and the report.
+
+Every statistic returns one of these types. A result carries what was computed *and how*
+(``ci_method``, ``p_floor``, sample sizes) and its ``significant`` flag is decided once, where
+the test runs; the report only formats them. :func:`to_json` turns any result into plain
+JSON values (NaN → ``None``); fields marked :data:`PER_SAMPLE` hold per-image arrays that
+belong in samples.csv, not in summary.json, and are left out. ``summary.schema.json`` next to
+this module is generated from these types (:mod:`domain_gap.analysis.schema`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = "1.0.0"
+"""Version of summary.json's layout; bump the major part when a field is removed or renamed."""
+
+PER_SAMPLE = {"per_sample": True}
+"""Field metadata: a per-image array kept on the result but not written to summary.json."""
+
+Interval = tuple[float | None, float | None]
+"""A two-sided interval ``(lo, hi)``; ``(None, None)`` when it could not be computed."""
+
+NO_INTERVAL: Interval = (None, None)
+
+
+def per_sample(default: Any = ()) -> Any:
+    """A dataclass field holding per-image values (excluded from summary.json)."""
+    return field(default=default, metadata=PER_SAMPLE, repr=False, compare=False)
+
+
+# --------------------------------------------------------------------------- latent gap
+
+
+@dataclass(frozen=True)
+class GapTest:
+    """One headline row of the latent-gap table: a statistic, its interval and its test."""
+
+    name: str
+    value: float | int | None
+    ci: Interval
+    ci_method: str
+    p_value: float | None
+    p_floor: float | None
+    """Smallest p-value the test can return (1 / (B + 1) for B permutations); None if analytic."""
+    significant: bool | None
+    """Decided where the test runs; None when the statistic carries no test."""
+    test: str
+    """How the p-value or decision was obtained, e.g. "500 permutations"."""
+    reading: str
+    """What the result means in plain words (follows ``significant``)."""
+    spread: float | None = None
+    """A spread shown as ``value ± spread`` (KID's SD over subsets), not an interval."""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class FrechetResult:
+    """Fréchet distance between Gaussian fits of the two samples."""
+
+    value: float
+    dims: int
+    original_dim: int
+    reduced: bool
+    explained_variance: float
+    note: str
+    ci: Interval = NO_INTERVAL
+    ci_method: str = ""
+    bias_corrected: float | None = None
+    n_boot: int = 0
+
+
+@dataclass(frozen=True)
+class MMDResult:
+    """Unbiased Gaussian-kernel MMD² with its permutation test."""
+
+    mmd2: float
+    p_value: float
+    p_floor: float
+    significant: bool
+    alpha: float
+    bandwidth: float
+    bandwidth_rule: str
+    standardized: bool
+    permutations: int
+    n_source: int
+    n_target: int
+    null_mean: float
+    null_q95: float
+    ci: Interval
+    ci_method: str
+    n_boot: int
+
+
+@dataclass(frozen=True)
+class KIDResult:
+    """Kernel Inception Distance (cubic-kernel unbiased MMD²)."""
+
+    mean: float
+    std: float
+    subsets: int
+    subset_size: int
+    full_sample: float
+    ci: Interval
+    ci_method: str
+    n_boot: int
+    significant: bool | None
+    """The interval of the full-sample estimate excludes 0 (None without an interval)."""
+
+
+@dataclass(frozen=True)
+class C2STResult:
+    """Classifier two-sample test: a cross-validated domain classifier's AUC."""
+
+    auc: float
+    auc_ci: Interval
+    ci_method: str
+    auc_se: float
+    auc_se_delong: float
+    auc_se_cv: float
+    fold_auc: tuple[float, ...]
+    p_value: float
+    significant: bool
+    """The AUC interval lies above 0.5."""
+    alpha: float
+    pad: float
+    error: float
+    folds: int
+    n: tuple[int, int]
+    probs: tuple[float, ...] = per_sample()
+    """Out-of-fold P(target) per sample, source rows first (goes to samples.csv)."""
+    most_target_like_source: tuple[int, ...] = per_sample()
+    """Row indices into the source of its most target-like samples, most extreme first."""
+    most_source_like_target: tuple[int, ...] = per_sample()
+
+
+@dataclass(frozen=True)
+class BBSDClass:
+    """One class's KS test on the per-image mean softmax probability."""
+
+    name: str
+    ks: float
+    p_value: float
+    p_adjusted: float
+    significant: bool
+
+
+@dataclass(frozen=True)
+class BBSDResult:
+    """Black-box shift detection over all classes (Bonferroni-corrected)."""
+
+    per_class: tuple[BBSDClass, ...]
+    any_significant: bool
+    min_p_adjusted: float
+    correction: str
+    alpha: float
+
+    @property
+    def shifted(self) -> tuple[str, ...]:
+        """Names of the classes whose output distribution shifted."""
+        return tuple(r.name for r in self.per_class if r.significant)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The pre-specified decision (the MMD test) and whether the second opinion agrees."""
+
+    significant: bool
+    rule: str
+    second_opinion: str
+    second_opinion_significant: bool
+
+
+@dataclass(frozen=True)
+class LatentGap:
+    """The whole latent-gap comparison of one source with one target."""
+
+    n_source: int
+    n_target: int
+    dim: int
+    alpha: float
+    seed: int
+    frechet: FrechetResult
+    mmd: MMDResult
+    kid: KIDResult
+    c2st: C2STResult
+    bbsd: BBSDResult | None
+    verdict: Verdict
+    tests: tuple[GapTest, ...]
+    """The headline rows, in display order."""
+
+    @property
+    def significant(self) -> bool:
+        return self.verdict.significant
+
+
+@dataclass(frozen=True)
+class DomainSample:
+    """A sample the domain classifier finds typical of one side."""
+
+    sample_id: str
+    p_target: float
+
+
+# --------------------------------------------------------------------------- concepts
+
+
+@dataclass(frozen=True)
+class ClusterRow:
+    """One k-means concept: its share in each domain, its loss and a Fisher test."""
+
+    cluster: int
+    n: int
+    n_source: int
+    n_target: int
+    share_source: float
+    share_target: float
+    ratio: float | None
+    mean_loss_source: float | None
+    mean_loss_target: float | None
+    mean_loss: float | None
+    status: str
+    p_value: float
+    p_adjusted: float | None
+    significant: bool
+    examples: dict[str, tuple[str | int, ...]] | None
+    """Per domain, the sample ids (row indices when no ids were given) nearest the centre."""
+
+
+@dataclass(frozen=True)
+class ClassGap:
+    """One class: its IoU in each domain next to the gap between its pixel embeddings."""
+
+    class_name: str
+    n_source: int
+    n_target: int
+    iou_source: float | None
+    iou_target: float | None
+    iou_drop: float | None
+    dataset_iou_source: float | None
+    dataset_iou_target: float | None
+    dataset_iou_drop: float | None
+    computable: bool
+    mmd2: float | None
+    p_value: float | None
+    p_adjusted: float | None
+    significant: bool
+    bandwidth: float | None
+    fd: float | None
+    fd_dims: int | None
+    note: str
+
+
+@dataclass(frozen=True)
+class Projection:
+    method: str
+    columns: tuple[str, str] = ("map_x", "map_y")
+
+
+@dataclass(frozen=True)
+class Clusters:
+    k: int
+    method: str
+    tables: dict[str, tuple[ClusterRow, ...]]
+
+
+# --------------------------------------------------------------------------- metadata drift
+
+
+@dataclass(frozen=True)
+class Histogram:
+    edges: tuple[float, ...]
+    source: tuple[int, ...]
+    target: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class DriftField:
+    """One numeric metadata field: how far it shifts and how it goes with the loss."""
+
+    field: str
+    n_source: int
+    n_target: int
+    n_missing_source: int
+    n_missing_target: int
+    status: str
+    p_value: float | None
+    p_adjusted: float | None
+    significant: bool
+    note: str = ""
+    mean_source: float | None = None
+    mean_target: float | None = None
+    std_source: float | None = None
+    std_target: float | None = None
+    ks: float | None = None
+    wasserstein: float | None = None
+    wasserstein_sd: float | None = None
+    smd: float | None = None
+    spearman_rho: float | None = None
+    spearman_p: float | None = None
+    histogram: Histogram | None = None
+    kind: str = "numeric"
+
+
+@dataclass(frozen=True)
+class CategoryDrift:
+    """One categorical metadata field: chi-square test of the domain x category table."""
+
+    field: str
+    n_source: int
+    n_target: int
+    categories: tuple[str, ...]
+    counts_source: tuple[int, ...]
+    counts_target: tuple[int, ...]
+    chi2: float
+    dof: int
+    cramers_v: float
+    status: str
+    p_value: float
+    p_adjusted: float | None
+    significant: bool
+    note: str
+    loss_by_category: dict[str, float | None] | None
+    kruskal_p: float | None
+    kind: str = "categorical"
+
+
+@dataclass(frozen=True)
+class Driver:
+    """A field that shifts significantly and goes with the loss: a likely driver of the gap."""
+
+    rank: int
+    field: str
+    smd: float
+    spearman_rho: float
+    spearman_p: float | None
+    association_significant: bool
+    p_adjusted: float | None
+    ks: float
+    score: float
+    aligned: bool
+    sentence: str
+
+
+@dataclass(frozen=True)
+class Skipped:
+    field: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class MetadataDrift:
+    """Every shared metadata field tested, and the ranked likely drivers."""
+
+    numeric: tuple[DriftField, ...]
+    categorical: tuple[CategoryDrift, ...]
+    drivers: tuple[Driver, ...]
+    skipped: tuple[Skipped, ...]
+    alpha: float
+    correction: str
+    driver_rule: str
+    source: str
+    target: str
+
+
+# --------------------------------------------------------------------------- summary
+
+
+@dataclass(frozen=True)
+class DomainStats:
+    """Performance of the model on one domain's analysis subset."""
+
+    n: int
+    n_labelled: int
+    subset: str
+    loss_mean: float | None
+    loss_median: float | None
+    miou_dataset: float | None
+    miou_mean: float | None
+    pixel_acc_mean: float | None
+    class_iou_dataset: dict[str, float | None]
+
+
+@dataclass(frozen=True)
+class Drop:
+    loss_increase: float | None
+    miou_dataset_drop: float | None
+    miou_mean_drop: float | None
+
+
+@dataclass(frozen=True)
+class Bandwidth:
+    value: float
+    rule: str
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    checkpoint: str | None
+    sha256: str
+    arch: str
+    tap: str
+    card: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """summary.json: everything the report shows, as computed by the statistics."""
+
+    title: str
+    synthetic: bool
+    source: str
+    targets: tuple[str, ...]
+    domains: dict[str, DomainStats]
+    sizes: dict[str, int]
+    drop: dict[str, Drop]
+    bandwidth: Bandwidth
+    latent_gap: dict[str, LatentGap]
+    domain_specific: dict[str, dict[str, tuple[DomainSample, ...]]]
+    projection: Projection
+    clusters: Clusters
+    per_class: dict[str, tuple[ClassGap, ...]]
+    metadata_drift: dict[str, MetadataDrift]
+    config: dict[str, Any]
+    model: ModelInfo | None = None
+    timing_s: dict[str, float] = field(default_factory=dict)
+    schema_version: str = SCHEMA_VERSION
+
+
+# --------------------------------------------------------------------------- serialisation
+
+
+def to_json(obj: Any) -> Any:
+    """Plain JSON values of a result (dataclasses → objects, tuples → lists, NaN/inf → None).
+
+    Per-sample fields (:func:`per_sample`) are left out.
+    """
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {
+            f.name: to_json(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if not f.metadata.get("per_sample")
+        }
+    if isinstance(obj, dict):
+        return {str(k): to_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_json(obj.tolist())
+    if isinstance(obj, bool | np.bool_):
+        return bool(obj)
+    if isinstance(obj, int | np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, np.str_):
+        return str(obj)
+    return obj
