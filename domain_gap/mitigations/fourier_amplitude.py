@@ -1,12 +1,20 @@
 """FDA at test time (Yang & Soatto, CVPR 2020): the source's low-frequency amplitude, the
 target's phase.
 
-Per channel, the target image's 2-D FFT amplitude is replaced, inside a centred window of
-half-size ``b = ⌊β·min(H, W)⌋`` (after ``fftshift``; rows and columns ``c - b … c + b`` with
-``c = ⌊size / 2⌋``, the convention of the paper's numpy code and of albumentations), by the
-source's MEAN amplitude over the fit images; the phase is kept and the inverse FFT's real part is
-the output. Low frequencies carry global colour and illumination, the phase carries the scene, so
-semantics are left alone. The output is not clipped (like ``rgb_normalize``).
+Per channel, the target image's 2-D FFT amplitude is replaced, inside a low-frequency window of
+half-size ``b = ⌊β·min(H, W)⌋`` of the ``fftshift``-ed spectrum, by the source's MEAN amplitude
+over the fit images; the phase is kept and the inverse FFT's real part is the output. Low
+frequencies carry global colour and illumination, the phase carries the scene, so semantics are
+left alone. The output is not clipped (like ``rgb_normalize``).
+
+Window conventions (``window``):
+
+- ``"paper"`` (default): rows and columns ``c - b … c + b`` with ``c = ⌊size / 2⌋``, the index of
+  the zero frequency: a (2b+1)² window centred on DC, as in the paper's numpy code (and
+  albumentations < 2). It is symmetric, so the mixed spectrum stays Hermitian.
+- ``"albumentations"``: albumentations 2.x's ``low_freq_mutate``: ``int(c' - b) … int(c' + b) - 1``
+  with ``c' = size / 2 - 0.5``, a (2b)² window one row/column short on the positive side of DC
+  (empty when ``b = 0``). Offered to reproduce that library's training-time FDA exactly.
 
 β defaults to 0.01, the paper's best single value (and its smallest): at 512x1024 the window is
 11x11 frequencies, enough for global appearance, far from object-scale frequencies.
@@ -29,14 +37,17 @@ from domain_gap.mitigations.base import FitImage, FittedImageTransform, check_fi
 from domain_gap.mitigations.checks import check_image_pair, check_keys, param_array, param_number
 
 __all__ = [
+    "WINDOWS",
     "FittedFourierAmplitude",
     "FourierAmplitude",
     "check_beta",
+    "check_window",
     "low_frequency_window",
 ]
 
 NAME = "fourier_amplitude"
-_KEYS = ("amplitude", "beta", "height", "width")
+_KEYS = ("amplitude", "beta", "height", "width", "window")
+WINDOWS = ("paper", "albumentations")
 
 
 def check_beta(beta: Any) -> float:
@@ -46,11 +57,26 @@ def check_beta(beta: Any) -> float:
     return float(beta)
 
 
-def low_frequency_window(height: int, width: int, beta: float) -> tuple[slice, slice]:
-    """Rows and columns of the centred low-frequency window of the ``fftshift``-ed spectrum."""
+def check_window(window: Any) -> str:
+    """One of :data:`WINDOWS`."""
+    if window not in WINDOWS:
+        raise ValueError(f"window: expected one of {list(WINDOWS)}, got {window!r}")
+    return str(window)
+
+
+def low_frequency_window(
+    height: int, width: int, beta: float, window: str = "paper"
+) -> tuple[slice, slice]:
+    """Rows and columns of the low-frequency window of the ``fftshift``-ed spectrum."""
     b = int(np.floor(min(height, width) * check_beta(beta)))
-    cy, cx = height // 2, width // 2
-    return slice(cy - b, cy + b + 1), slice(cx - b, cx + b + 1)
+    if check_window(window) == "paper":
+        cy, cx = height // 2, width // 2
+        return slice(cy - b, cy + b + 1), slice(cx - b, cx + b + 1)
+    cy, cx = height / 2 - 0.5, width / 2 - 0.5
+    return (
+        slice(max(0, int(cy - b)), min(int(cy + b), height)),
+        slice(max(0, int(cx - b)), min(int(cx + b), width)),
+    )
 
 
 def _filled(image: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -68,13 +94,14 @@ def _spectrum(image: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class FittedFourierAmplitude(FittedImageTransform):
-    """The source's mean amplitude inside the window, float64 ``(3, 2b+1, 2b+1)``."""
+    """The source's mean amplitude inside the window, float64 ``(3, rows, columns)``."""
 
     name: ClassVar[str] = NAME
     amplitude: np.ndarray
     beta: float
     height: int
     width: int
+    window: str = "paper"
 
     def apply(self, image: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """The amplitude swap on the whole (filled) frame; padding unchanged; float32."""
@@ -84,7 +111,7 @@ class FittedFourierAmplitude(FittedImageTransform):
                 f"image: expected shape ({self.height}, {self.width}, 3) as fitted, got {img.shape}"
             )
         spec = _spectrum(img, mask)
-        rows, cols = low_frequency_window(self.height, self.width, self.beta)
+        rows, cols = low_frequency_window(self.height, self.width, self.beta, self.window)
         amplitude = np.abs(spec)
         amplitude[rows, cols] = np.moveaxis(self.amplitude, 0, -1)
         mixed = amplitude * np.exp(1j * np.angle(spec))
@@ -98,6 +125,7 @@ class FittedFourierAmplitude(FittedImageTransform):
             "beta": self.beta,
             "height": self.height,
             "width": self.width,
+            "window": self.window,
         }
 
     @classmethod
@@ -107,12 +135,13 @@ class FittedFourierAmplitude(FittedImageTransform):
         size = [params[k] for k in ("height", "width")]
         if not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
             raise ValueError(f"params['height'/'width']: expected positive integers, got {size}")
-        rows, _ = low_frequency_window(size[0], size[1], beta)
-        n = rows.stop - rows.start
-        amplitude = param_array(params, "amplitude", (3, n, n))
+        window = check_window(params["window"])
+        rows, cols = low_frequency_window(size[0], size[1], beta, window)
+        shape = (3, rows.stop - rows.start, cols.stop - cols.start)
+        amplitude = param_array(params, "amplitude", shape)
         if (amplitude < 0).any():
             raise ValueError("params['amplitude']: expected non-negative amplitudes")
-        return cls(amplitude, beta, size[0], size[1])
+        return cls(amplitude, beta, size[0], size[1], window)
 
 
 def _check_same_size(images: Sequence[FitImage], shape: tuple[int, ...], name: str) -> None:
@@ -125,13 +154,15 @@ def _check_same_size(images: Sequence[FitImage], shape: tuple[int, ...], name: s
 
 @dataclass(frozen=True)
 class FourierAmplitude:
-    """FDA with window parameter ``beta`` (default 0.01, as in the paper)."""
+    """FDA with window parameter ``beta`` (default 0.01, as in the paper) and convention."""
 
     name: ClassVar[str] = NAME
     beta: float = 0.01
+    window: str = "paper"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "beta", check_beta(self.beta))
+        object.__setattr__(self, "window", check_window(self.window))
 
     def fit(self, source: Sequence[FitImage], target: Sequence[FitImage]) -> FittedFourierAmplitude:
         """Mean source amplitude in the window. The target set is only checked (same size):
@@ -141,10 +172,15 @@ class FourierAmplitude:
         shape = source[0].image.shape
         _check_same_size(source, shape, "source")
         _check_same_size(target, shape, "target")
-        rows, cols = low_frequency_window(shape[0], shape[1], self.beta)
+        rows, cols = low_frequency_window(shape[0], shape[1], self.beta, self.window)
+        if rows.stop <= rows.start:
+            raise ValueError(
+                f"beta: expected a window of at least one frequency at {shape[:2]} with the "
+                f"{self.window} convention, got an empty one for {self.beta}"
+            )
         total = np.zeros((rows.stop - rows.start, cols.stop - cols.start, 3))
         for item in source:
             total += np.abs(_spectrum(item.image, item.valid)[rows, cols])
         mean = np.moveaxis(total / len(source), -1, 0)
-        params = {"amplitude": mean.tolist(), "beta": self.beta}
+        params = {"amplitude": mean.tolist(), "beta": self.beta, "window": self.window}
         return FittedFourierAmplitude.from_params({**params, "height": shape[0], "width": shape[1]})
