@@ -41,6 +41,52 @@ def test_demo_writes_report_summary_and_samples(demo_out: Path) -> None:
     assert len(rows) == sum(summary["sizes"].values())
 
 
+GOLDEN = Path(__file__).with_name("data") / "demo_summary_v0.json"
+"""The demo's summary.json as written before the typed result contract (untyped dicts)."""
+
+
+def _typed_layout(old: dict) -> dict:
+    """The old summary moved into the typed layout, with nothing recomputed.
+
+    The verdict sentence is now rendered from the typed verdict, C2ST's row indices are
+    per-sample (samples.csv), and the interval methods are reworded: those leaves are left out.
+    """
+    for gap in old["latent_gap"].values():
+        gap["verdict"] = {"significant": gap.pop("significant"), "rule": gap.pop("decision_rule")}
+        for key in ("most_target_like_source", "most_source_like_target", "ci_method"):
+            gap["c2st"].pop(key, None)
+        gap["frechet"].pop("ci_method")
+    for rows in old["per_class"].values():
+        for row in rows:
+            row["class_name"] = row.pop("class")
+    return old
+
+
+def _leaves(obj: object, path: str = "") -> dict[str, object]:
+    if isinstance(obj, dict):
+        return {k: v for key, val in obj.items() for k, v in _leaves(val, f"{path}/{key}").items()}
+    if isinstance(obj, list):
+        return {k: v for i, val in enumerate(obj) for k, v in _leaves(val, f"{path}/{i}").items()}
+    return {path: obj}
+
+
+@pytest.mark.slow
+def test_demo_summary_fits_the_schema_and_keeps_every_number(
+    demo_out: Path, validate_summary: object
+) -> None:
+    new = json.loads((demo_out / "summary.json").read_text())
+    validate_summary(new)  # type: ignore[operator]
+    now = _leaves(new)
+    before = _leaves(_typed_layout(json.loads(GOLDEN.read_text())))
+    for path, value in before.items():
+        assert path in now, f"{path} is missing from the typed summary"
+        if isinstance(value, float):
+            assert now[path] == pytest.approx(value, rel=1e-6, abs=1e-12), path
+        else:
+            assert now[path] == value, path
+    assert len(before) > 4000  # every number of the old summary, not a sample of them
+
+
 @pytest.mark.slow
 def test_demo_target_shows_a_significant_gap_and_a_drop(demo_out: Path) -> None:
     summary = json.loads((demo_out / "summary.json").read_text())
