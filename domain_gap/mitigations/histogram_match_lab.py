@@ -56,7 +56,9 @@ def _edges(ranges: np.ndarray, bins: int) -> np.ndarray:
     return np.stack([np.linspace(lo, hi, bins + 1) for lo, hi in ranges])
 
 
-def match_cdf(x: np.ndarray, edges: np.ndarray, cdf_from: np.ndarray, cdf_to: np.ndarray):
+def match_cdf(
+    x: np.ndarray, edges: np.ndarray, cdf_from: np.ndarray, cdf_to: np.ndarray
+) -> np.ndarray:
     """``G_to⁻¹(G_from(x))`` for piecewise-linear CDFs given at ``edges`` (one channel)."""
     q = np.interp(x, edges, cdf_from)
     occupied = np.flatnonzero(np.diff(cdf_to) > 0)
