@@ -172,7 +172,11 @@ _CM = np.stack([np.eye(3) * (i + 1) for i in range(4)])
         (lambda: cmx.class_mix_decomposition(_CM, _CM, n_boot=0), "n_boot"),
         (lambda: cmx.class_mix_decomposition(_CM, _CM, alpha=0.0), "alpha"),
         (lambda: cmx.class_mix_decomposition(_CM, _CM, max_weight=0.5), "max_weight"),
-        (lambda: cmx.appearance_recovery(_CM, _CM, _CM[:3]), "target_after"),
+        (lambda: cmx.appearance_recovery(_CM, _CM, _CM[:3]), "target_after: expected the shape"),
+        (
+            lambda: cmx.appearance_recovery(_CM, _CM, _CM * np.r_[0, 1, 1, 1][:, None, None]),
+            "target_after: expected the same labelled images",
+        ),
         (lambda: cmx.density_ratio_weights(np.ones((5, 2)), np.ones((5, 3))), "target_x"),
         (lambda: cmx.cap_weights(np.array([1.0, -1.0]), 2.0), "weights"),
     ],

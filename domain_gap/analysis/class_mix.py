@@ -464,6 +464,28 @@ def _ratio(
     return Component(name, fnum(num / den), lo, hi, excludes_zero(lo, hi))
 
 
+def _paired_targets(
+    src: np.ndarray, target_before: object, target_after: object
+) -> tuple[np.ndarray, np.ndarray]:
+    """The images labelled in ``target_before``, before and after, checked to be paired."""
+    before = check_confusions(target_before, "target_before", min_images=1)
+    after = check_confusions(target_after, "target_after", min_images=1)
+    if after.shape != before.shape:
+        raise ValueError(
+            f"target_after: expected the shape of target_before {before.shape} "
+            f"(the same images in the same order), got {after.shape}"
+        )
+    labelled = before.sum(axis=(1, 2)) > 0
+    if not np.array_equal(labelled, after.sum(axis=(1, 2)) > 0):
+        raise ValueError(
+            "target_after: expected the same labelled images as target_before "
+            "(an image is labelled in one and empty in the other)"
+        )
+    tgt = _labelled(before, "target_before")
+    _check_classes(src, tgt, "target_before")
+    return tgt, after[labelled]
+
+
 def appearance_recovery(
     source_confusion: np.ndarray,
     target_before: np.ndarray,
@@ -488,17 +510,8 @@ def appearance_recovery(
         n_boot, alpha, seed, max_weight, refit, min_total=float(min_total), ci_extra=extra
     )
     src = _labelled(source_confusion, "source_confusion")
-    before = check_confusions(target_before, "target_before", min_images=1)
-    after = check_confusions(target_after, "target_after", min_images=1)
-    if after.shape != before.shape:
-        raise ValueError(
-            f"target_after: expected the shape of target_before {before.shape} "
-            f"(the same images in the same order), got {after.shape}"
-        )
-    labelled = before.sum(axis=(1, 2)) > 0
-    tgt = _labelled(before, "target_before")
-    _check_classes(src, tgt, "target_before")
-    point, reps, _ = _replicates(src, tgt, after[labelled], opts)
+    tgt, after = _paired_targets(src, target_before, target_after)
+    point, reps, _ = _replicates(src, tgt, after, opts)
     keep = np.isfinite(reps).all(axis=1)
     reps = reps[keep]
     a = opts["alpha"]
