@@ -83,6 +83,53 @@ class ModelConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+MitigationKind = Literal[
+    "rgb_normalize", "histogram_match", "histogram_match_lab", "fourier_amplitude", "adabn"
+]
+MODEL_SUPPLIED = ("model", "mean", "std")
+"""AdaBN options the pipeline fills in from the model and the image config (not settable)."""
+
+
+class MitigationConfig(_Strict):
+    """One fix to test: a kind from ``domain_gap.mitigations`` and its options."""
+
+    kind: MitigationKind
+    name: str | None = Field(None, min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    """Label in the report, samples.csv columns and caches; defaults to ``kind``."""
+    options: dict[str, float | int | str] = {}
+    """Keyword options of the kind (fourier_amplitude: beta, window; adabn: source_weight,
+    batch_size; histogram_match_lab: bins)."""
+
+    @model_validator(mode="after")
+    def _check_options(self) -> MitigationConfig:
+        import inspect
+
+        from domain_gap.mitigations import KINDS
+
+        allowed = set(inspect.signature(KINDS[self.kind]).parameters) - set(MODEL_SUPPLIED)
+        unknown = sorted(set(self.options) - allowed)
+        if unknown:
+            raise ValueError(
+                f"{self.kind} options: unknown {unknown}; expected some of {sorted(allowed)}"
+            )
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+
+class MitigationFitConfig(_Strict):
+    """Which frames fit the mitigations: never the evaluated ones."""
+
+    subsets: list[Literal["train", "unlabeled"]] = Field(["train", "unlabeled"], min_length=1)
+    """Target subsets the transforms are fitted on (the evaluation subset is never used)."""
+    source_subset: Literal["train", "val"] = "train"
+    """Source subset whose pixels define the reference (the model's training distribution)."""
+    max_images: int = Field(64, ge=2)
+    """At most this many fit images per side (a seeded choice when there are more)."""
+
+
 class AnalysisConfig(_Strict):
     """Statistics settings."""
 
@@ -95,6 +142,17 @@ class AnalysisConfig(_Strict):
     max_dim: int = Field(64, ge=2)
     """Fréchet distance is computed in at most this many PCA dimensions (and < N)."""
     alpha: float = Field(0.05, gt=0, lt=1)
+    mitigations: list[MitigationConfig] = []
+    """Fixes to re-measure on every target's evaluation subset (the "What if" section)."""
+    mitigation_fit: MitigationFitConfig = MitigationFitConfig()
+
+    @model_validator(mode="after")
+    def _unique_mitigations(self) -> AnalysisConfig:
+        labels = [m.label for m in self.mitigations]
+        dup = sorted({n for n in labels if labels.count(n) > 1})
+        if dup:
+            raise ValueError(f"mitigation names must be unique, repeated: {dup} (set 'name')")
+        return self
 
 
 class Config(_Strict):

@@ -17,15 +17,21 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from domain_gap.analysis.cache import FeatureCache
-from domain_gap.analysis.concepts import class_conditional_gap, cluster, cluster_table, project_2d
-from domain_gap.analysis.drift import metadata_drift
+from domain_gap.analysis.concepts import (
+    Concepts,
+    class_conditional_gap,
+    cluster_table,
+    fit_concepts,
+    project_2d,
+)
+from domain_gap.analysis.drift import drift_fields, metadata_drift
 from domain_gap.analysis.extract import (
     Features,
     LazyRunner,
@@ -35,6 +41,7 @@ from domain_gap.analysis.extract import (
     read_model_card,
 )
 from domain_gap.analysis.latent import latent_gap
+from domain_gap.analysis.mitigate import choose_fit_records, extract_mitigated, fit_mitigation
 from domain_gap.analysis.mmd import median_bandwidth
 from domain_gap.analysis.results import (
     Bandwidth,
@@ -44,21 +51,22 @@ from domain_gap.analysis.results import (
     DomainSample,
     DomainStats,
     Drop,
+    FitInfo,
     LatentGap,
     MetadataDrift,
     ModelInfo,
     Projection,
     Summary,
+    WhatIf,
     to_json,
 )
 from domain_gap.analysis.stats_utils import fnum
+from domain_gap.analysis.whatif import Fix, Settings, what_if
 from domain_gap.atomic import write_atomic
 from domain_gap.config import Config, load_config
 from domain_gap.labels import CLASS_NAMES
 from domain_gap.metrics import dataset_iou
 
-NON_DRIFT_FIELDS = ("domain", "group", "file_name")
-"""Identifiers, not input properties: left out of the drift tests (they differ by design)."""
 EXAMPLES_PER_DOMAIN = 2
 """Example thumbnails per cluster and domain in the report."""
 DOMAIN_SPECIFIC_K = 6
@@ -144,10 +152,6 @@ def _drop(src: DomainStats, tgt: DomainStats) -> Drop:
     )
 
 
-def _metadata_for_drift(f: Features) -> dict[str, np.ndarray]:
-    return {k: v for k, v in f.metadata.items() if k not in NON_DRIFT_FIELDS}
-
-
 @dataclass(frozen=True)
 class Comparison:
     """Every source-vs-target statistic of one target."""
@@ -187,23 +191,10 @@ def _compare(
     stages: _Stages,
 ) -> Comparison:
     """Every source-vs-target statistic, with sample indices turned into sample ids."""
-    a = config.analysis
     is_s, is_t = feats.domains == source, feats.domains == target
     s, t = feats.take(is_s), feats.take(is_t)
     with stages.stage(f"latent gap {source} vs {target}"):
-        gap = latent_gap(
-            s.embeddings,
-            t.embeddings,
-            bandwidth=bandwidth,
-            permutations=a.permutations,
-            n_boot=a.bootstrap,
-            max_dim=a.max_dim,
-            alpha=a.alpha,
-            seed=config.seed,
-            probs_source=s.prob_mean,
-            probs_target=t.prob_mean,
-            class_names=CLASS_NAMES,
-        )
+        gap = _latent_gap(config, s, t, bandwidth)
     with stages.stage(f"clusters {source} vs {target}"):
         pair = np.flatnonzero(is_s | is_t)
         rows = cluster_table(
@@ -215,30 +206,17 @@ def _compare(
             x=feats.embeddings[pair],
             centers=centers,
             examples=EXAMPLES_PER_DOMAIN,
-            alpha=a.alpha,
+            alpha=config.analysis.alpha,
             ids=feats.sample_ids[pair],
         )
     with stages.stage(f"class-conditional gap {source} vs {target}"):
-        per_class = class_conditional_gap(
-            s.class_emb.astype(np.float64),
-            s.class_counts,
-            t.class_emb.astype(np.float64),
-            t.class_counts,
-            s.class_iou,
-            t.class_iou,
-            CLASS_NAMES,
-            permutations=a.permutations,
-            alpha=a.alpha,
-            seed=config.seed,
-            dataset_iou_source=_dataset_class_iou(s),
-            dataset_iou_target=_dataset_class_iou(t),
-        )
+        per_class = _class_gap(config, s, t)
     with stages.stage(f"metadata drift {source} vs {target}"):
         drift = metadata_drift(
-            _metadata_for_drift(s),
-            _metadata_for_drift(t),
+            drift_fields(s.metadata),
+            drift_fields(t.metadata),
             t.loss,
-            a.alpha,
+            config.analysis.alpha,
             source_name=source,
             target_name=target,
         )
@@ -250,6 +228,40 @@ def _compare(
         metadata_drift=drift,
         rows_source=np.flatnonzero(is_s),
         rows_target=np.flatnonzero(is_t),
+    )
+
+
+def _latent_gap(config: Config, s: Features, t: Features, bandwidth: float) -> LatentGap:
+    a = config.analysis
+    return latent_gap(
+        s.embeddings,
+        t.embeddings,
+        bandwidth=bandwidth,
+        permutations=a.permutations,
+        n_boot=a.bootstrap,
+        max_dim=a.max_dim,
+        alpha=a.alpha,
+        seed=config.seed,
+        probs_source=s.prob_mean,
+        probs_target=t.prob_mean,
+        class_names=CLASS_NAMES,
+    )
+
+
+def _class_gap(config: Config, s: Features, t: Features) -> tuple[ClassGap, ...]:
+    return class_conditional_gap(
+        s.class_emb.astype(np.float64),
+        s.class_counts,
+        t.class_emb.astype(np.float64),
+        t.class_counts,
+        s.class_iou,
+        t.class_iou,
+        CLASS_NAMES,
+        permutations=config.analysis.permutations,
+        alpha=config.analysis.alpha,
+        seed=config.seed,
+        dataset_iou_source=_dataset_class_iou(s),
+        dataset_iou_target=_dataset_class_iou(t),
     )
 
 
@@ -271,6 +283,7 @@ def _model_summary(config: Config, cache: FeatureCache) -> ModelInfo:
 def sample_table(feats: Features, result: Analysis) -> tuple[list[str], list[list[Any]]]:
     """samples.csv: one row per sample (ids, loss, mIoU, cluster, P(target), map, metadata)."""
     coords, labels, prob_columns = result.coords, result.clusters, result.prob_columns
+    fix_columns = _mitigation_columns(feats, result.mitigated)
     meta_keys = [k for k in sorted(feats.metadata) if k != "domain"]
     header = [
         "sample_id",
@@ -284,6 +297,7 @@ def sample_table(feats: Features, result: Analysis) -> tuple[list[str], list[lis
         *prob_columns,
         "map_x",
         "map_y",
+        *fix_columns,
         *meta_keys,
     ]
     rows = []
@@ -301,10 +315,27 @@ def sample_table(feats: Features, result: Analysis) -> tuple[list[str], list[lis
                 *(col[i] for col in prob_columns.values()),
                 coords[i, 0],
                 coords[i, 1],
+                *(col[i] for col in fix_columns.values()),
                 *(feats.metadata[k][i] for k in meta_keys),
             ]
         )
     return header, rows
+
+
+def _mitigation_columns(
+    feats: Features, mitigated: dict[str, dict[str, Features]]
+) -> dict[str, np.ndarray]:
+    """``loss_<fix>`` and ``miou_<fix>`` per mitigation: its value on the mitigated image (NaN
+    for rows it was not applied to)."""
+    row = {sid: i for i, sid in enumerate(feats.sample_ids.tolist())}
+    columns: dict[str, np.ndarray] = {}
+    for fixes in mitigated.values():
+        for name, f in fixes.items():
+            idx = np.array([row[sid] for sid in f.sample_ids.tolist()], dtype=int)
+            for metric, values in (("loss", f.loss), ("miou", f.miou)):
+                col = columns.setdefault(f"{metric}_{name}", np.full(len(feats), np.nan))
+                col[idx] = values
+    return columns
 
 
 def csv_bytes(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes:
@@ -333,6 +364,10 @@ class Analysis:
     """(N,) k-means concept of each sample."""
     prob_columns: dict[str, np.ndarray]
     """samples.csv column name → (N,) domain-classifier probability P(target) (NaN elsewhere)."""
+    concepts: Concepts | None = None
+    """The fitted k-means concepts (mitigated images are assigned to the same clusters)."""
+    mitigated: dict[str, dict[str, Features]] = field(default_factory=dict)
+    """target → mitigation name → the mitigated records of the target's evaluation subset."""
 
 
 def analyse(
@@ -363,7 +398,8 @@ def analyse(
     with stages.stage("latent map and clusters"):
         coords, method = project_2d(feats.embeddings, seed=config.seed)
         k = min(config.analysis.clusters, len(feats))
-        labels, centers = cluster(feats.embeddings, k, seed=config.seed)
+        concepts = fit_concepts(feats.embeddings, k, seed=config.seed)
+        labels, centers = concepts.labels, concepts.centers
 
     comparisons = {
         t: _compare(config, feats, source, t, bandwidth, labels, centers, stages) for t in targets
@@ -392,7 +428,9 @@ def analyse(
         metadata_drift={t: c.metadata_drift for t, c in comparisons.items()},
         config=config.model_dump(mode="json"),
     )
-    return Analysis(summary, coords, labels, _prob_columns(comparisons, len(feats)))
+    return Analysis(
+        summary, coords, labels, _prob_columns(comparisons, len(feats)), concepts=concepts
+    )
 
 
 def _prob_columns(comparisons: dict[str, Comparison], n: int) -> dict[str, np.ndarray]:
@@ -431,9 +469,12 @@ def run_analysis(
     cache = FeatureCache.for_config(config)  # fails fast on a missing checkpoint
     with stages.stage("index data"):
         dataset = DomainDataset(config)
+    base_runner = runner or LazyRunner(config, cache)
     with stages.stage("extract"):
-        feats = extract_all(config, dataset, cache, runner or LazyRunner(config, cache), progress)
+        feats = extract_all(config, dataset, cache, base_runner, progress)
     result = analyse(config, feats, bandwidth=bandwidth, stages=stages)
+    if config.analysis.mitigations:
+        result = run_what_if(config, dataset, cache, base_runner, feats, result, stages, progress)
     summary = replace(
         result.summary, synthetic=is_synthetic(config), model=_model_summary(config, cache)
     )
@@ -459,6 +500,58 @@ def run_analysis(
     if progress:
         print(f"[domain-gap] wrote {out}", file=sys.stderr, flush=True)
     return paths
+
+
+def run_what_if(
+    config: Config,
+    dataset: Any,
+    cache: FeatureCache,
+    runner: Any,
+    feats: Features,
+    result: Analysis,
+    stages: _Stages,
+    progress: bool,
+) -> Analysis:
+    """Fit, re-extract and re-measure every configured mitigation on every target."""
+    a, summary = config.analysis, result.summary
+    settings = Settings(a.permutations, a.bootstrap, a.max_dim, a.alpha, config.seed)
+    source = feats.domain(summary.source)
+    sections: dict[str, WhatIf] = {}
+    mitigated: dict[str, dict[str, Features]] = {}
+    for target in summary.targets:
+        before = feats.domain(target)
+        eval_ids = [*source.sample_ids.tolist(), *before.sample_ids.tolist()]
+        src_fit, tgt_fit, fit_set = choose_fit_records(
+            config, dataset, summary.source, target, eval_ids
+        )
+        fixes = []
+        for spec in a.mitigations:
+            with stages.stage(f"mitigation {spec.label} on {target}"):
+                fitted = fit_mitigation(
+                    config, dataset, spec, (src_fit, tgt_fit), fit_set, cache, runner
+                )
+                after = extract_mitigated(
+                    config, dataset, target, _subset(config), spec, fitted, cache, runner, progress
+                )
+            info = FitInfo(
+                fit_set.source_subset,
+                fit_set.target_subsets,
+                len(fit_set.source_ids),
+                len(fit_set.target_ids),
+            )
+            fixes.append(Fix(spec.label, spec.kind, spec.options, fitted.key(), info, after))
+        mitigated[target] = {f.name: f.features for f in fixes}
+        with stages.stage(f"what-if statistics {target}"):
+            sections[target] = what_if(
+                source,
+                before,
+                tuple(fixes),
+                summary.latent_gap[target],
+                result.concepts,  # type: ignore[arg-type]
+                summary.bandwidth.value,
+                settings,
+            )
+    return replace(result, summary=replace(summary, mitigations=sections), mitigated=mitigated)
 
 
 def summary_json(summary: Summary) -> bytes:

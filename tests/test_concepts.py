@@ -76,9 +76,7 @@ def test_cluster_table_shares_status_tests_and_examples() -> None:
     assert by[2].status == "under-represented in target"
     assert by[2].ratio == pytest.approx((10 / 50) / (50 / 100))
     assert by[3].status == "over-represented in target"
-    assert by[2].share_source == pytest.approx(0.5) and by[2].share_target == pytest.approx(
-        0.2
-    )
+    assert by[2].share_source == pytest.approx(0.5) and by[2].share_target == pytest.approx(0.2)
     ref_p = stats.fisher_exact([[50, 50], [10, 40]]).pvalue
     assert by[2].p_value == pytest.approx(ref_p)
     assert by[1].mean_loss_target == pytest.approx(np.mean(np.arange(101, 130)))

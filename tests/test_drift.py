@@ -80,9 +80,7 @@ def test_categorical_chi_square_and_cramers_v(fields) -> None:
         ]
     )
     ref = stats.chi2_contingency(table)
-    assert row.chi2 == pytest.approx(ref.statistic) and row.p_value == pytest.approx(
-        ref.pvalue
-    )
+    assert row.chi2 == pytest.approx(ref.statistic) and row.p_value == pytest.approx(ref.pvalue)
     assert row.cramers_v == pytest.approx(math.sqrt(ref.statistic / (table.sum() * 1)))
     left_loss = loss[target["camera"] == "left"].mean()
     assert row.loss_by_category["left"] == pytest.approx(left_loss)

@@ -124,6 +124,7 @@ def _features(n: int, domain: str, d: int = 3) -> Features:
         prob_mean=rng.random((n, 19)),
         pred_frac=rng.random((n, 20)),
         labelled=np.ones(n, bool),
+        calibration=np.zeros((n, 15, 3)),
         metadata={"brightness": rng.random(n), "group": np.full(n, domain)},
     )
 

@@ -140,9 +140,7 @@ def test_median_bandwidth_is_median_pairwise_distance(small_pair) -> None:
         np.median(cdist(x, x)[np.triu_indices(23, 1)])
     )
     z = (x - x.mean(0)) / x.std(0)
-    assert mmd.median_bandwidth(x) == pytest.approx(
-        np.median(cdist(z, z)[np.triu_indices(23, 1)])
-    )
+    assert mmd.median_bandwidth(x) == pytest.approx(np.median(cdist(z, z)[np.triu_indices(23, 1)]))
     assert mmd.median_bandwidth(np.ones((10, 3))) == 1.0
     big = np.random.default_rng(0).normal(size=(300, 4))
     assert mmd.median_bandwidth(big, max_points=50, seed=1) == mmd.median_bandwidth(
@@ -264,9 +262,7 @@ def test_kid_full_sample_matches_brute_force_cubic_kernel(small_pair) -> None:
     res = kid.kid(x, y, subsets=5, subset_size=m, seed=0, n_boot=30)
     assert res.full_sample == pytest.approx(ref, rel=1e-9)
     one = kid.kid(x[:m], y, subsets=3, subset_size=m, seed=0)
-    assert one.mean == pytest.approx(
-        kid.kid(x[:m], y, subsets=1, subset_size=m).full_sample
-    )
+    assert one.mean == pytest.approx(kid.kid(x[:m], y, subsets=1, subset_size=m).full_sample)
     assert one.std == pytest.approx(0.0, abs=1e-9)
     lo, hi = res.ci
     assert lo <= res.full_sample <= hi

@@ -16,6 +16,7 @@ from domain_gap.analysis.paired import (
     mitigation_verdict,
     paired_delta,
 )
+from domain_gap.analysis.results import to_json
 
 BASE_ACC = np.array([0.92, 0.75, 0.6, 0.45])
 
@@ -117,7 +118,7 @@ def test_same_seed_same_result_and_json_friendly() -> None:
     b = paired_delta(PairedInputs(before), PairedInputs(after), n_boot=100, seed=7)
     c = paired_delta(PairedInputs(before), PairedInputs(after), n_boot=100, seed=8)
     assert a == b and a.miou.ci_low != c.miou.ci_low
-    text = json.dumps(a.to_dict())
+    text = json.dumps(to_json(a))
     assert json.loads(text)["miou"]["delta"] == pytest.approx(a.miou.delta)
     assert a.loss is None and a.ece is None and a.scalars == ()
 
@@ -170,7 +171,7 @@ def test_verdict_rests_on_delta_miou_not_on_gap_statistics() -> None:
     assert harms.verdict == "harms" and harms.ci_high < 0
     assert "frechet_distance" in harms.note and "mIoU fell" in harms.note
     assert [g.name for g in harms.gap_deltas] == ["frechet_distance", "mmd2"]
-    assert json.loads(json.dumps(harms.to_dict()))["gap_deltas"][0]["value"] == -12.0
+    assert json.loads(json.dumps(to_json(harms)))["gap_deltas"][0]["value"] == -12.0
 
 
 def test_verdict_is_no_clear_effect_when_the_interval_straddles_zero() -> None:

@@ -21,26 +21,6 @@ SIZE_BOUND = 3 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random DeepLabV3+ MobileNet (BatchNorm statistics calibrated on noise), saved."""
-    import torch
-
-    from models import build_model, save_checkpoint
-
-    torch.set_num_threads(1)
-    torch.manual_seed(1)
-    model = build_model("deeplabv3plus_mobilenet", output_stride=16)
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.randn(2, 3, 64, 128) * 1.5 + 0.3)
-    model.eval()
-    path = tmp_path_factory.mktemp("pipeline_model") / "tiny.pt"
-    save_checkpoint(model, path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def analysis_config(tiny_sample: Path, tiny_ckpt: Path, config_for: Any, tmp_path_factory: Any):
     cache = tmp_path_factory.mktemp("pipeline_cache")
     return config_for(

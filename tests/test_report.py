@@ -140,6 +140,7 @@ def _features(n: int, domain: str, shift: float, rng: np.random.Generator) -> Fe
         prob_mean=rng.dirichlet(np.ones(19) * (1 + 3 * shift), size=n),
         pred_frac=rng.dirichlet(np.ones(20), size=n),
         labelled=np.ones(n, bool),
+        calibration=np.zeros((n, 15, 3)),
         metadata={
             "brightness": brightness,
             "<b>odd name</b>": rng.normal(size=n),

@@ -26,7 +26,7 @@ import numpy as np
 from domain_gap.atomic import atomic_path
 from domain_gap.config import Config
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 """Bump when the content of a record changes; old shards are then ignored."""
 
 _HASH_LEN = 16
@@ -88,6 +88,13 @@ class FeatureCache:
         self.tap = tap
         self.prep = prep
         self.root = Path(cache_dir) / model_hash[:_HASH_LEN] / f"{_safe_name(tap)}-{prep}"
+
+    def for_mitigation(self, label: str, key: str) -> FeatureCache:
+        """The cache of one fitted mitigation's pass: a subfolder named by its fitted key."""
+        sub = FeatureCache.__new__(FeatureCache)
+        sub.model_hash, sub.tap, sub.prep = self.model_hash, self.tap, self.prep
+        sub.root = self.root / "mitigated" / f"{_safe_name(label)}-{key[:_HASH_LEN]}"
+        return sub
 
     @classmethod
     def for_config(cls, config: Config, tap: str | None = None) -> FeatureCache:

@@ -30,13 +30,12 @@ into the interval, whereas fixed weights would treat them as known and understat
 :func:`appearance_recovery` additionally applies each target draw to the target before and
 after a fix (paired), as :mod:`domain_gap.analysis.paired` does.
 
-Pure numpy / scikit-learn; results are frozen dataclasses with ``to_dict()``.
+Pure numpy / scikit-learn; results are the frozen types of :mod:`domain_gap.analysis.results`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,6 +47,12 @@ from domain_gap.analysis.paired import (
     check_confusions,
     excludes_zero,
     weighted_iou,
+)
+from domain_gap.analysis.results import (
+    AppearanceRecovery,
+    ClassMixDecomposition,
+    Component,
+    ImportanceWeights,
 )
 from domain_gap.analysis.stats_utils import fnum, percentile_interval
 
@@ -93,94 +98,6 @@ SHARE_RULE = (
 # --------------------------------------------------------------------------------------------
 # Result types
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ImportanceWeights:
-    """Per-source-image weights towards the target content distribution (mean 1, capped)."""
-
-    weights: tuple[float, ...]
-    ess: float
-    ess_fraction: float
-    max_weight: float
-    n_clipped: int
-    n_source: int
-    n_target: int
-    method: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class Component:
-    """One mIoU difference with its bootstrap interval and its share of a reference total."""
-
-    name: str
-    value: float | None
-    ci_low: float | None
-    ci_high: float | None
-    significant: bool
-    share: float | None = None
-    share_ci_low: float | None = None
-    share_ci_high: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class ClassMixDecomposition:
-    """The source-to-target mIoU drop split into a class-mix and an appearance share."""
-
-    miou_source: float | None
-    miou_weighted_source: float | None
-    miou_target: float | None
-    total: Component
-    class_mix: Component
-    appearance: Component
-    dominant: str
-    dominant_rule: str
-    share_rule: str
-    weights: ImportanceWeights
-    features: str
-    n_source: int
-    n_target: int
-    n_boot: int
-    n_boot_used: int
-    alpha: float
-    seed: int
-    ci_method: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class AppearanceRecovery:
-    """How much of the drop a fix on the target recovers, against the appearance share."""
-
-    miou_source: float | None
-    miou_weighted_source: float | None
-    miou_target_before: float | None
-    miou_target_after: float | None
-    recovered: Component
-    appearance: Component
-    excess: Component
-    fraction_of_appearance: Component
-    fraction_of_total: Component
-    verdict: str
-    rule: str
-    n_source: int
-    n_target: int
-    n_boot: int
-    n_boot_used: int
-    alpha: float
-    seed: int
-    ci_method: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ and its mean loss shows which ones hurt. Pure functions on arrays, JSON-serialis
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from scipy import stats
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from domain_gap.analysis.frechet import frechet_distance
@@ -25,9 +27,11 @@ from domain_gap.analysis.stats_utils import as_matrix, bh_adjust, fnum
 __all__ = [
     "MISSING_RATIO",
     "UNDER_RATIO",
+    "Concepts",
     "class_conditional_gap",
     "cluster",
     "cluster_table",
+    "fit_concepts",
     "nearest_to_centers",
     "project_2d",
 ]
@@ -47,13 +51,21 @@ UNDER_RATIO = 0.5
 its inverse, 2: "over-represented in target"; in between: "shared"."""
 
 
+def _reducer(x: np.ndarray, seed: int) -> tuple[Pipeline, np.ndarray]:
+    """Standardise columns (constant ones stay 0) and keep at most ``PRE_PCA_DIM`` PCA axes.
+
+    Returns the fitted reduction and ``x`` reduced by it.
+    """
+    k = min(PRE_PCA_DIM, x.shape[1], x.shape[0] - 1)
+    steps: list[Any] = [StandardScaler()]
+    if k < x.shape[1]:
+        steps.append(PCA(n_components=k, svd_solver="full", random_state=seed))
+    reducer = make_pipeline(*steps)
+    return reducer, reducer.fit_transform(x)
+
+
 def _reduce(x: np.ndarray, seed: int) -> np.ndarray:
-    """Standardise columns (constant ones stay 0) and keep at most ``PRE_PCA_DIM`` PCA axes."""
-    z = StandardScaler().fit_transform(x)
-    k = min(PRE_PCA_DIM, z.shape[1], z.shape[0] - 1)
-    if k < z.shape[1]:
-        z = PCA(n_components=k, svd_solver="full", random_state=seed).fit_transform(z)
-    return z
+    return _reducer(x, seed)[1]
 
 
 def _umap_available() -> bool:
@@ -106,6 +118,38 @@ def project_2d(x: np.ndarray, method: str = "auto", seed: int = 0) -> tuple[np.n
     return np.asarray(reducer.fit_transform(z), dtype=np.float64), "umap"
 
 
+@dataclass(frozen=True)
+class Concepts:
+    """Fitted k-means concepts: new embeddings (a mitigated target) map to the same clusters."""
+
+    labels: np.ndarray
+    centers: np.ndarray
+    reducer: Pipeline
+    kmeans: KMeans
+
+    def assign(self, x: np.ndarray) -> np.ndarray:
+        """The concept of each row of ``x``, in the space the clusters were fitted in."""
+        xs = as_matrix(x, "x (embeddings)", min_rows=1)
+        return self.kmeans.predict(self.reducer.transform(xs)).astype(np.int64)
+
+
+def fit_concepts(x: np.ndarray, k: int, seed: int = 0) -> Concepts:
+    """k-means concepts with the fitted reduction kept (see :func:`cluster`)."""
+    xs = as_matrix(x, "x (embeddings)")
+    if not 1 <= k <= len(xs):
+        raise ValueError(f"k: expected 1..{len(xs)} (number of samples), got {k}")
+    reducer, z = _reducer(xs, seed)
+    kmeans = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(z)
+    labels = kmeans.labels_.astype(np.int64)
+    centers = np.stack(
+        [
+            xs[labels == c].mean(0) if np.any(labels == c) else np.zeros(xs.shape[1])
+            for c in range(k)
+        ]
+    )
+    return Concepts(labels, centers, reducer, kmeans)
+
+
 def cluster(x: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """k-means concepts: labels (N,) and centres (k, d) in the original embedding units.
 
@@ -113,18 +157,8 @@ def cluster(x: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarra
     single high-variance channel dominates; each returned centre is the mean of its members
     in the original space (used to pick example images).
     """
-    xs = as_matrix(x, "x (embeddings)")
-    if not 1 <= k <= len(xs):
-        raise ValueError(f"k: expected 1..{len(xs)} (number of samples), got {k}")
-    z = _reduce(xs, seed)
-    labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(z)
-    centers = np.stack(
-        [
-            xs[labels == c].mean(0) if np.any(labels == c) else np.zeros(xs.shape[1])
-            for c in range(k)
-        ]
-    )
-    return labels.astype(np.int64), centers
+    concepts = fit_concepts(x, k, seed)
+    return concepts.labels, concepts.centers
 
 
 def nearest_to_centers(

@@ -32,7 +32,16 @@ from domain_gap.analysis.results import (
 )
 from domain_gap.analysis.stats_utils import bh_adjust, fnum
 
-__all__ = ["DRIVER_RULE", "metadata_drift"]
+__all__ = ["DRIVER_RULE", "NON_DRIFT_FIELDS", "drift_fields", "metadata_drift"]
+
+NON_DRIFT_FIELDS = ("domain", "group", "file_name")
+"""Identifiers, not input properties: left out of the drift tests (they differ by design)."""
+
+
+def drift_fields(metadata: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The metadata fields that describe the input (identifiers left out)."""
+    return {k: v for k, v in metadata.items() if k not in NON_DRIFT_FIELDS}
+
 
 DRIVER_RULE = (
     "numeric fields whose distribution shift is significant after Benjamini-Hochberg "

@@ -30,6 +30,7 @@ from domain_gap.encoders import normalize_image
 from domain_gap.labels import IGNORE_INDEX
 from domain_gap.metadata import compute_metadata
 from domain_gap.metrics import (
+    calibration_bins,
     class_pixel_fractions,
     confusion_matrices,
     per_class_iou,
@@ -42,6 +43,8 @@ from domain_gap.metrics import (
 
 PRED_STRIDE = 4
 """The cached predicted mask keeps every 4th pixel (nearest), enough for report thumbnails."""
+CALIBRATION_BINS = 15
+"""Equal-width confidence bins of the per-image calibration counts (ECE)."""
 
 RECORD_FIELDS = (
     "embedding",
@@ -56,6 +59,7 @@ RECORD_FIELDS = (
     "pred_frac",
     "pred_small",
     "labelled",
+    "calibration",
     "metadata",
 )
 """Arrays stored in one cache shard (plus ``sample_id`` and ``cache_version``)."""
@@ -100,6 +104,8 @@ class Features:
     """(N, C + 1) share of input pixels predicted as each class; last column = padding."""
     labelled: np.ndarray
     """(N,) bool: the sample has a ground-truth label (otherwise loss/IoU are NaN)."""
+    calibration: np.ndarray
+    """(N, bins, 3) per-image calibration counts (pixels, sum of confidence, correct), for ECE."""
     metadata: dict[str, np.ndarray] = field(default_factory=dict)
     """Per-sample metadata fields: float64 arrays for numbers, str arrays otherwise."""
 
@@ -163,6 +169,10 @@ class TorchRunner:
         self.device = device
         self.tap = tap
 
+    def get(self) -> TorchRunner:
+        """This runner (the loaded model); :class:`LazyRunner` loads one first."""
+        return self
+
     def __call__(self, x: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
         from models import run_batch
 
@@ -210,10 +220,14 @@ class LazyRunner:
         self.cache = cache
         self._runner: TorchRunner | None = None
 
-    def __call__(self, x: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    def get(self) -> TorchRunner:
+        """The loaded runner (loading it now if it is not loaded yet)."""
         if self._runner is None:
             self._runner = load_runner(self.config, self.cache)
-        return self._runner(x, labels)
+        return self._runner
+
+    def __call__(self, x: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+        return self.get()(x, labels)
 
 
 def write_model_card(cache: FeatureCache, card: Any) -> None:
@@ -235,13 +249,17 @@ def read_model_card(cache: FeatureCache) -> dict[str, Any]:
 
 
 def compute_records(
-    runner: Runner, prepared: Sequence[Any], config: Config
+    runner: Runner, prepared: Sequence[Any], config: Config, transform: Any = None
 ) -> list[dict[str, np.ndarray]]:
     """Run one batch of ``PreparedSample`` through the model and the pure functions.
 
-    Returns one dict of arrays per sample (the shard content, see :data:`RECORD_FIELDS`).
+    ``transform`` (a fitted mitigation) maps each image before it is normalised; the metadata
+    then describes the transformed image (rounded to uint8). Returns one dict of arrays per
+    sample (the shard content, see :data:`RECORD_FIELDS`).
     """
     num_classes = config.model.num_classes
+    if transform is not None:
+        prepared = [_transformed(p, transform) for p in prepared]
     images = np.stack([p.image for p in prepared])
     valid = np.stack([np.asarray(p.valid, dtype=bool) for p in prepared])
     labelled = np.array([p.label is not None for p in prepared])
@@ -267,6 +285,7 @@ def compute_records(
     probs = softmax(logits)
     n_valid = np.maximum(valid.reshape(len(prepared), -1).sum(axis=1), 1)
     prob_mean = (probs * valid[:, None]).sum(axis=(2, 3)) / n_valid[:, None]
+    calibration = calibration_bins(probs, labels, valid, CALIBRATION_BINS, kind="probs")
     del probs
     pred_frac = class_pixel_fractions(np.where(valid, pred, IGNORE_INDEX), num_classes)
 
@@ -274,7 +293,7 @@ def compute_records(
     for i, p in enumerate(prepared):
         rec = p.record
         meta = compute_metadata(
-            p.image,
+            _as_uint8(p.image),
             p.label,
             p.valid,
             domain=rec.domain,
@@ -299,10 +318,25 @@ def compute_records(
                     ::PRED_STRIDE, ::PRED_STRIDE
                 ].astype(np.uint8),
                 "labelled": np.asarray(bool(labelled[i])),
+                "calibration": calibration[i].astype(np.float64),
                 "metadata": np.asarray(json.dumps(_jsonable(meta), sort_keys=True)),
             }
         )
     return records
+
+
+def _transformed(sample: Any, transform: Any) -> Any:
+    """The prepared sample with its image mapped by a fitted mitigation (float32, 0..255)."""
+    from dataclasses import replace
+
+    return replace(sample, image=transform.apply(sample.image, sample.valid))
+
+
+def _as_uint8(image: np.ndarray) -> np.ndarray:
+    """A mitigated float image as the uint8 image the metadata functions describe."""
+    if image.dtype == np.uint8:
+        return image
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
 def _jsonable(meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -330,12 +364,15 @@ def extract_domain(
     runner: Runner | None = None,
     cache: FeatureCache | None = None,
     progress: bool = True,
+    transform: Any = None,
+    label: str = "",
 ) -> Features:
     """Records of one domain's subset (``None`` = all), computing only what the cache lacks.
 
     ``runner`` defaults to the configured checkpoint, loaded only when some sample is missing
     from the cache. Each batch is written to the cache before the next one starts, so an
-    interrupted pass resumes where it stopped.
+    interrupted pass resumes where it stopped. ``transform`` (a fitted mitigation, with a
+    cache of its own) maps the images first; ``label`` names the pass in the progress bar.
     """
     cache = cache or FeatureCache.for_config(config)
     records = list(dataset.select(domain=domain, subset=subset))
@@ -346,11 +383,12 @@ def extract_domain(
     missing = [i for i, s in enumerate(shards) if s is None]
     if missing:
         runner = runner or LazyRunner(config, cache)
-        bar = tqdm(total=len(missing), desc=f"extract {domain}", unit="img", disable=not progress)
+        desc = f"extract {domain}" + (f" ({label})" if label else "")
+        bar = tqdm(total=len(missing), desc=desc, unit="img", disable=not progress)
         with bar:
             for chunk in _batches(missing, config.model.batch_size):
                 prepared = [dataset.prepare(records[i]) for i in chunk]
-                computed = compute_records(runner, prepared, config)
+                computed = compute_records(runner, prepared, config, transform)
                 del prepared
                 for i, arrays in zip(chunk, computed, strict=True):
                     cache.save(domain, records[i].sample_id, arrays, source)
@@ -386,6 +424,7 @@ def _assemble(records: Sequence[Any], shards: Sequence[Mapping[str, np.ndarray]]
         prob_mean=stack("prob_mean", np.float64),
         pred_frac=stack("pred_frac", np.float64),
         labelled=stack("labelled", bool),
+        calibration=stack("calibration", np.float64),
         metadata=metadata_columns(meta_rows),
     )
 

@@ -16,7 +16,7 @@ from domain_gap.analysis.bbsd import bbsd, bbsd_gap_test
 from domain_gap.analysis.c2st import c2st, c2st_gap_tests
 from domain_gap.analysis.frechet import frechet_test, frechet_with_ci
 from domain_gap.analysis.kid import kid, kid_gap_test
-from domain_gap.analysis.mmd import mmd_gap_test, mmd_test
+from domain_gap.analysis.mmd import Scale, mmd_gap_test, mmd_test
 from domain_gap.analysis.results import LatentGap, Verdict
 from domain_gap.analysis.stats_utils import as_matrix, check_same_dim
 
@@ -41,6 +41,7 @@ def latent_gap(
     probs_target: np.ndarray | None = None,
     class_names: Sequence[str] | None = None,
     standardize: bool = True,
+    scale: Scale | None = None,
 ) -> LatentGap:
     """The whole ``latent_gap`` section: FD, MMD² test, KID, C2ST, each with an interval.
 
@@ -49,7 +50,8 @@ def latent_gap(
 
     ``bandwidth`` should be frozen by the caller (``result.mmd.bandwidth`` of the baseline
     run, in standardised units when ``standardize``, see :func:`~domain_gap.analysis.mmd.mmd_test`)
-    so that numbers stay comparable across mitigations; ``None`` computes it here. Each
+    so that numbers stay comparable across mitigations, like ``scale`` (the baseline's
+    :func:`~domain_gap.analysis.mmd.pooled_scale`); ``None`` computes them here. Each
     result states its own interval method (``ci_method``).
     """
     xs = as_matrix(x, "x (source embeddings)")
@@ -66,6 +68,7 @@ def latent_gap(
         alpha=alpha,
         memory_budget_mb=memory_budget_mb,
         standardize=standardize,
+        scale=scale,
     )
     kd = kid(
         xs,

@@ -16,6 +16,7 @@ from domain_gap.analysis.kernels import (
     permutation_forms,
     pooled,
 )
+from domain_gap.analysis.paired import DeltaEstimate
 from domain_gap.analysis.results import NO_INTERVAL, GapTest, Interval, MMDResult
 from domain_gap.analysis.stats_utils import as_matrix, check_same_dim, percentile_interval
 
@@ -25,6 +26,8 @@ __all__ = [
     "mmd2_unbiased",
     "mmd_gap_test",
     "mmd_test",
+    "paired_mmd_delta",
+    "pooled_scale",
     "standardize_pooled",
 ]
 
@@ -73,16 +76,31 @@ def median_bandwidth(
     return float(nonzero.mean()) if nonzero.size else 1.0
 
 
-def standardize_pooled(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+Scale = tuple[np.ndarray, np.ndarray]
+"""Per-feature (mean, SD) of a z-scoring."""
+
+
+def pooled_scale(x: np.ndarray, y: np.ndarray) -> Scale:
+    """Mean and SD of every feature over the pooled samples (SD 1 for a constant feature).
+
+    Always in float64: float32 embeddings lose a near-constant feature's SD to cancellation.
+    """
+    z = np.vstack([x, y]).astype(np.float64)
+    sd = z.std(0)
+    sd[sd == 0] = 1.0
+    return z.mean(0), sd
+
+
+def standardize_pooled(
+    x: np.ndarray, y: np.ndarray, scale: Scale | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Z-score every feature with the mean and SD of the pooled samples (constant → 0).
 
     The transform is a symmetric function of the pooled rows, so permutation tests run on
-    its output remain exact.
+    its output remain exact. A given ``scale`` (e.g. a baseline's, frozen to compare a
+    mitigation) is used instead; any fixed transform keeps the test exact too.
     """
-    z = np.vstack([x, y])
-    mean = z.mean(0)
-    sd = z.std(0)
-    sd[sd == 0] = 1.0
+    mean, sd = pooled_scale(x, y) if scale is None else scale
     return (x - mean) / sd, (y - mean) / sd
 
 
@@ -123,6 +141,7 @@ def mmd_test(
     dtype: Dtype = "float64",
     memory_budget_mb: float = 256.0,
     standardize: bool = True,
+    scale: Scale | None = None,
 ) -> MMDResult:
     """Permutation two-sample test on the unbiased Gaussian-kernel MMD².
 
@@ -144,7 +163,9 @@ def mmd_test(
     memory bounded by ``memory_budget_mb``); with ``n_boot > 0`` the same pass also gives a
     percentile bootstrap interval (``ci``) from replicates that exclude copies of the same row.
 
-    ``significant`` is ``p_value < alpha``; ``p_floor`` = 1 / (permutations + 1).
+    ``significant`` is ``p_value < alpha``; ``p_floor`` = 1 / (permutations + 1). ``scale``
+    freezes the standardisation (a baseline's :func:`pooled_scale`) so that MMD² stays
+    comparable across mitigations.
     """
     xs = as_matrix(x, "x (source embeddings)")
     ys = as_matrix(y, "y (target embeddings)")
@@ -152,7 +173,7 @@ def mmd_test(
     if permutations < 1:
         raise ValueError(f"permutations: expected >= 1, got {permutations}")
     if standardize:
-        xs, ys = standardize_pooled(xs, ys)
+        xs, ys = standardize_pooled(xs, ys, scale)
     rule = "given"
     if bandwidth is None:
         bandwidth = median_bandwidth(xs, seed=seed, standardize=False)  # xs is already scaled
@@ -225,4 +246,81 @@ def mmd_gap_test(mmd: MMDResult) -> GapTest:
         reading=(
             "embeddings differ (significant)" if mmd.significant else "no significant difference"
         ),
+    )
+
+
+def _unbiased_from_counts(
+    k_xx: np.ndarray, k_yy: np.ndarray, k_xy: np.ndarray, cx: np.ndarray, cy: np.ndarray
+) -> np.ndarray:
+    """MMD² of resamples given by count rows ``cx`` (B, n) and ``cy`` (B, m), copies excluded.
+
+    The ``k_xx``/``k_yy`` blocks have a zero diagonal, so a row drawn c times contributes no
+    pair with its own copies, and the pair counts are n² - Σc² (as in the streaming engine).
+    """
+    sxx = np.einsum("bi,bi->b", cx @ k_xx, cx)
+    syy = np.einsum("bi,bi->b", cy @ k_yy, cy)
+    sxy = np.einsum("bi,bi->b", cx @ k_xy, cy)
+    n, m = cx.sum(1), cy.sum(1)
+    return sxx / (n * n - (cx * cx).sum(1)) + syy / (m * m - (cy * cy).sum(1)) - 2.0 * sxy / (n * m)
+
+
+def paired_mmd_delta(
+    x: np.ndarray,
+    y_before: np.ndarray,
+    y_after: np.ndarray,
+    bandwidth: float,
+    scale: Scale | None,
+    *,
+    n_boot: int = 200,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> DeltaEstimate:
+    """MMD²(x, y_after) - MMD²(x, y_before) with a paired bootstrap interval.
+
+    ``y_before`` and ``y_after`` are the same target images before and after a fix. Each
+    replicate draws source rows and target rows once and applies the target draw to both
+    (paired); the kernel (``bandwidth``) and the z-scoring (``scale``, None = the pooled
+    source + before-target scale) are fixed, so both values are on the baseline's scale.
+    Dense: O((n + 2m)²) memory, meant for evaluation subsets of up to a few thousand images.
+    """
+    xs = as_matrix(x, "x (source embeddings)")
+    y0 = as_matrix(y_before, "y_before (target embeddings before)")
+    y1 = as_matrix(y_after, "y_after (target embeddings after)")
+    check_same_dim(xs, y0)
+    check_same_dim(y0, y1, ("y_before", "y_after"))
+    if y0.shape[0] != y1.shape[0]:
+        raise ValueError(f"y_after: expected {len(y0)} rows like y_before, got {len(y1)}")
+    mean, sd = pooled_scale(xs, y0) if scale is None else scale
+    z = (np.vstack([xs, y0, y1]) - mean) / sd
+    bw = check_bandwidth(bandwidth)
+    sq = np.einsum("ij,ij->i", z, z)
+    k = np.exp(-np.maximum(sq[:, None] + sq[None, :] - 2.0 * z @ z.T, 0.0) / (2.0 * bw * bw))
+    np.fill_diagonal(k, 0.0)
+    n, m = len(xs), len(y0)
+    bx, b0, b1 = slice(0, n), slice(n, n + m), slice(n + m, n + 2 * m)
+    rng = np.random.default_rng([seed, 7])
+    cx = np.vstack(
+        [np.ones(n), *(np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_boot))]
+    )
+    cy = np.vstack(
+        [np.ones(m), *(np.bincount(rng.integers(0, m, m), minlength=m) for _ in range(n_boot))]
+    )
+    before = _unbiased_from_counts(k[bx, bx], k[b0, b0], k[bx, b0], cx, cy)
+    after = _unbiased_from_counts(k[bx, bx], k[b1, b1], k[bx, b1], cx, cy)
+    lo, hi = percentile_interval(after[1:] - before[1:], alpha)
+    return DeltaEstimate(
+        name="MMD²",
+        before=float(before[0]),
+        after=float(after[0]),
+        delta=float(after[0] - before[0]),
+        ci_low=lo,
+        ci_high=hi,
+        significant=lo is not None and hi is not None and not lo <= 0.0 <= hi,
+        n=m,
+        alpha=float(alpha),
+        ci_method=(
+            f"paired percentile bootstrap, {n_boot} resamples (one source and one target draw "
+            "per resample, the target draw applied before and after; copies of a row excluded)"
+        ),
+        note="kernel bandwidth and standardisation frozen from the baseline",
     )

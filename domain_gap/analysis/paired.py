@@ -11,7 +11,7 @@ Dataset-level metrics are recomputed per replicate the way the benchmark defines
 per-class IoU from summed confusion matrices, ECE from summed calibration bins
 (:func:`domain_gap.metrics.calibration_bins`), loss and extra scalars as means over images.
 
-Pure numpy; results are frozen dataclasses with ``to_dict()`` (NaN/inf become ``None``).
+Pure numpy; results are the frozen types of :mod:`domain_gap.analysis.results`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
+from domain_gap.analysis.results import (
+    ClassDeltas,
+    DeltaEstimate,
+    MitigationVerdict,
+    NamedValue,
+    PairedDeltas,
+)
 from domain_gap.analysis.stats_utils import fnum, percentile_interval
 from domain_gap.labels import CLASS_NAMES, NUM_CLASSES
 from domain_gap.metrics import ece_from_bin_stack, per_class_iou
@@ -51,94 +57,6 @@ LOSS_NOTE = "images with a NaN loss before or after (unlabelled) are excluded fr
 # --------------------------------------------------------------------------------------------
 # Result types
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DeltaEstimate:
-    """``after - before`` of one dataset-level metric with its paired bootstrap interval.
-
-    ``significant`` is True when the interval excludes 0 (lies wholly above or below it).
-    """
-
-    name: str
-    before: float | None
-    after: float | None
-    delta: float | None
-    ci_low: float | None
-    ci_high: float | None
-    significant: bool
-    n: int
-    alpha: float
-    ci_method: str
-    note: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class ClassDeltas:
-    """Per-class dataset IoU before/after and its paired delta; ``None`` where a class is absent."""
-
-    class_names: tuple[str, ...]
-    before: tuple[float | None, ...]
-    after: tuple[float | None, ...]
-    delta: tuple[float | None, ...]
-    ci_low: tuple[float | None, ...]
-    ci_high: tuple[float | None, ...]
-    significant: tuple[bool, ...]
-    n: int
-    alpha: float
-    ci_method: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class PairedDeltas:
-    """All paired deltas of one mitigation on one set of target images."""
-
-    miou: DeltaEstimate
-    per_class_iou: ClassDeltas
-    loss: DeltaEstimate | None
-    ece: DeltaEstimate | None
-    scalars: tuple[DeltaEstimate, ...]
-    n_images: int
-    n_labelled: int
-    n_boot: int
-    alpha: float
-    seed: int
-    ci_method: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class NamedValue:
-    """A named number reported beside a verdict (e.g. the change of a gap statistic)."""
-
-    name: str
-    value: float | None
-
-
-@dataclass(frozen=True)
-class MitigationVerdict:
-    """Does the fix help? Decided on delta mIoU and its CI alone (see ``rule``)."""
-
-    verdict: str
-    delta_miou: float | None
-    ci_low: float | None
-    ci_high: float | None
-    alpha: float
-    ci_method: str
-    rule: str
-    gap_deltas: tuple[NamedValue, ...]
-    note: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)

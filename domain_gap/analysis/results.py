@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"
 """Version of summary.json's layout; bump the major part when a field is removed or renamed."""
 
 PER_SAMPLE = {"per_sample": True}
@@ -368,6 +368,229 @@ class MetadataDrift:
     target: str
 
 
+# --------------------------------------------------------------------------- what if: paired
+# changes (analysis/paired.py) and the colour/content split (analysis/class_mix.py)
+
+
+@dataclass(frozen=True)
+class DeltaEstimate:
+    """``after - before`` of one dataset-level metric with its paired bootstrap interval.
+
+    ``significant`` is True when the interval excludes 0 (lies wholly above or below it).
+    """
+
+    name: str
+    before: float | None
+    after: float | None
+    delta: float | None
+    ci_low: float | None
+    ci_high: float | None
+    significant: bool
+    n: int
+    alpha: float
+    ci_method: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ClassDeltas:
+    """Per-class dataset IoU before/after and its paired delta; ``None`` where a class is absent."""
+
+    class_names: tuple[str, ...]
+    before: tuple[float | None, ...]
+    after: tuple[float | None, ...]
+    delta: tuple[float | None, ...]
+    ci_low: tuple[float | None, ...]
+    ci_high: tuple[float | None, ...]
+    significant: tuple[bool, ...]
+    n: int
+    alpha: float
+    ci_method: str
+
+
+@dataclass(frozen=True)
+class PairedDeltas:
+    """All paired deltas of one mitigation on one set of target images."""
+
+    miou: DeltaEstimate
+    per_class_iou: ClassDeltas
+    loss: DeltaEstimate | None
+    ece: DeltaEstimate | None
+    scalars: tuple[DeltaEstimate, ...]
+    n_images: int
+    n_labelled: int
+    n_boot: int
+    alpha: float
+    seed: int
+    ci_method: str
+
+
+@dataclass(frozen=True)
+class NamedValue:
+    """A named number reported beside a verdict (e.g. the change of a gap statistic)."""
+
+    name: str
+    value: float | None
+
+
+@dataclass(frozen=True)
+class MitigationVerdict:
+    """Does the fix help? Decided on delta mIoU and its CI alone (see ``rule``)."""
+
+    verdict: str
+    delta_miou: float | None
+    ci_low: float | None
+    ci_high: float | None
+    alpha: float
+    ci_method: str
+    rule: str
+    gap_deltas: tuple[NamedValue, ...]
+    note: str
+
+
+@dataclass(frozen=True)
+class ImportanceWeights:
+    """Per-source-image weights towards the target content distribution (mean 1, capped)."""
+
+    ess: float
+    ess_fraction: float
+    max_weight: float
+    n_clipped: int
+    n_source: int
+    n_target: int
+    method: str
+    weights: tuple[float, ...] = per_sample()
+    """Per source image (in the order given), for samples.csv."""
+
+
+@dataclass(frozen=True)
+class Component:
+    """One mIoU difference with its bootstrap interval and its share of a reference total."""
+
+    name: str
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    significant: bool
+    share: float | None = None
+    share_ci_low: float | None = None
+    share_ci_high: float | None = None
+
+
+@dataclass(frozen=True)
+class ClassMixDecomposition:
+    """The source-to-target mIoU drop split into a class-mix and an appearance share."""
+
+    miou_source: float | None
+    miou_weighted_source: float | None
+    miou_target: float | None
+    total: Component
+    class_mix: Component
+    appearance: Component
+    dominant: str
+    dominant_rule: str
+    share_rule: str
+    weights: ImportanceWeights
+    features: str
+    n_source: int
+    n_target: int
+    n_boot: int
+    n_boot_used: int
+    alpha: float
+    seed: int
+    ci_method: str
+
+
+@dataclass(frozen=True)
+class AppearanceRecovery:
+    """How much of the drop a fix on the target recovers, against the appearance share."""
+
+    miou_source: float | None
+    miou_weighted_source: float | None
+    miou_target_before: float | None
+    miou_target_after: float | None
+    recovered: Component
+    appearance: Component
+    excess: Component
+    fraction_of_appearance: Component
+    fraction_of_total: Component
+    verdict: str
+    rule: str
+    n_source: int
+    n_target: int
+    n_boot: int
+    n_boot_used: int
+    alpha: float
+    seed: int
+    ci_method: str
+
+
+# --------------------------------------------------------------------------- what if
+
+
+@dataclass(frozen=True)
+class FitInfo:
+    """The frames a mitigation was fitted on: never the evaluated ones."""
+
+    source_subset: str
+    target_subsets: tuple[str, ...]
+    n_source: int
+    n_target: int
+
+
+@dataclass(frozen=True)
+class ClusterShift:
+    """One concept's share of the target images before and after a fix."""
+
+    cluster: int
+    share_source: float
+    share_target_before: float
+    share_target_after: float
+
+
+@dataclass(frozen=True)
+class MitigationResult:
+    """One fix re-measured on a target's evaluation subset, every change against the baseline."""
+
+    name: str
+    kind: str
+    options: dict[str, float | int | str]
+    fitted_key: str
+    """sha256 of the fitted parameters: the cache key of the mitigated pass."""
+    fit: FitInfo
+    deltas: PairedDeltas
+    """after - before of mIoU, per-class IoU, loss and ECE, paired over the same images."""
+    gap: tuple[DeltaEstimate, ...]
+    """after - before of the latent-gap statistics to the source (frozen kernel and scale)."""
+    gap_after: LatentGap
+    drift_after: MetadataDrift
+    clusters: tuple[ClusterShift, ...]
+    recovery: AppearanceRecovery | None
+    verdict: MitigationVerdict
+    delta_miou_per_image: tuple[float, ...] = per_sample()
+    """Per target image (evaluation order), mIoU after - before (NaN when unlabelled)."""
+    delta_loss_per_image: tuple[float, ...] = per_sample()
+
+
+@dataclass(frozen=True)
+class WhatIf:
+    """The "What if" section of one target: its baseline, the colour/content split, the fixes."""
+
+    target: str
+    evaluated_subset: str
+    n_images: int
+    n_labelled: int
+    ece_source: float | None
+    ece_target: float | None
+    frozen: str
+    """How the gap statistics stay comparable (bandwidth and z-scoring of the baseline)."""
+    decomposition: ClassMixDecomposition | None
+    mitigations: tuple[MitigationResult, ...]
+    best: str | None
+    """The fix with the largest mIoU gain whose verdict is "helps" (None if none helps)."""
+    note: str = ""
+
+
 # --------------------------------------------------------------------------- summary
 
 
@@ -428,6 +651,7 @@ class Summary:
     metadata_drift: dict[str, MetadataDrift]
     config: dict[str, Any]
     model: ModelInfo | None = None
+    mitigations: dict[str, WhatIf] = field(default_factory=dict)
     timing_s: dict[str, float] = field(default_factory=dict)
     schema_version: str = SCHEMA_VERSION
 

@@ -17,7 +17,6 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from domain_gap.analysis import results
 from domain_gap.analysis.results import SCHEMA_VERSION, Summary
 
 SCHEMA_PATH = Path(__file__).with_name("summary.schema.json")
@@ -64,7 +63,7 @@ def _type_schema(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _dataclass_schema(cls: type, defs: dict[str, Any]) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls, vars(results))
+    hints = typing.get_type_hints(cls)
     props = {
         f.name: _type_schema(hints[f.name], defs)
         for f in dataclasses.fields(cls)
