@@ -368,6 +368,22 @@ class Analysis:
     """The fitted k-means concepts (mitigated images are assigned to the same clusters)."""
     mitigated: dict[str, dict[str, Features]] = field(default_factory=dict)
     """target → mitigation name → the mitigated records of the target's evaluation subset."""
+    fitted: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """target → mitigation name → the fitted mitigation (for the report's thumbnails)."""
+    whatif_maps: dict[str, WhatIfMap] = field(default_factory=dict)
+    """target → the latent map before and after its best fix, in one projection."""
+
+
+@dataclass(frozen=True)
+class WhatIfMap:
+    """Baseline rows (every domain) and the mitigated target rows, projected together."""
+
+    coords: np.ndarray
+    """(N + M, 2): the N baseline rows first, then the M mitigated target rows."""
+    groups: np.ndarray
+    """(N + M,) domain name, or "<target> (<fix>)" for the mitigated rows."""
+    loss: np.ndarray
+    fix: str
 
 
 def analyse(
@@ -518,40 +534,83 @@ def run_what_if(
     source = feats.domain(summary.source)
     sections: dict[str, WhatIf] = {}
     mitigated: dict[str, dict[str, Features]] = {}
+    fitted: dict[str, dict[str, Any]] = {}
+    maps: dict[str, WhatIfMap] = {}
     for target in summary.targets:
         before = feats.domain(target)
-        eval_ids = [*source.sample_ids.tolist(), *before.sample_ids.tolist()]
-        src_fit, tgt_fit, fit_set = choose_fit_records(
-            config, dataset, summary.source, target, eval_ids
-        )
-        fixes = []
-        for spec in a.mitigations:
-            with stages.stage(f"mitigation {spec.label} on {target}"):
-                fitted = fit_mitigation(
-                    config, dataset, spec, (src_fit, tgt_fit), fit_set, cache, runner
-                )
-                after = extract_mitigated(
-                    config, dataset, target, _subset(config), spec, fitted, cache, runner, progress
-                )
-            info = FitInfo(
-                fit_set.source_subset,
-                fit_set.target_subsets,
-                len(fit_set.source_ids),
-                len(fit_set.target_ids),
-            )
-            fixes.append(Fix(spec.label, spec.kind, spec.options, fitted.key(), info, after))
-        mitigated[target] = {f.name: f.features for f in fixes}
+        fixes = _fixes(config, dataset, cache, runner, source, before, stages, progress)
+        mitigated[target] = {fix.name: fix.features for fix, _ in fixes}
+        fitted[target] = {fix.name: fit for fix, fit in fixes}
         with stages.stage(f"what-if statistics {target}"):
-            sections[target] = what_if(
+            section = what_if(
                 source,
                 before,
-                tuple(fixes),
+                tuple(fix for fix, _ in fixes),
                 summary.latent_gap[target],
                 result.concepts,  # type: ignore[arg-type]
                 summary.bandwidth.value,
                 settings,
             )
-    return replace(result, summary=replace(summary, mitigations=sections), mitigated=mitigated)
+        with stages.stage(f"what-if map {target}"):
+            maps[target], method = _what_if_map(config, feats, section, mitigated[target])
+        sections[target] = replace(section, map_method=method)
+    return replace(
+        result,
+        summary=replace(summary, mitigations=sections),
+        mitigated=mitigated,
+        fitted=fitted,
+        whatif_maps=maps,
+    )
+
+
+def _fixes(
+    config: Config,
+    dataset: Any,
+    cache: FeatureCache,
+    runner: Any,
+    source: Features,
+    before: Features,
+    stages: _Stages,
+    progress: bool,
+) -> list[tuple[Fix, Any]]:
+    """Every configured mitigation fitted for one target and its mitigated pass."""
+    target = str(before.domains[0])
+    eval_ids = [*source.sample_ids.tolist(), *before.sample_ids.tolist()]
+    src_fit, tgt_fit, fit_set = choose_fit_records(
+        config, dataset, str(source.domains[0]), target, eval_ids
+    )
+    info = FitInfo(
+        fit_set.source_subset,
+        fit_set.target_subsets,
+        len(fit_set.source_ids),
+        len(fit_set.target_ids),
+    )
+    out = []
+    for spec in config.analysis.mitigations:
+        with stages.stage(f"mitigation {spec.label} on {target}"):
+            fitted = fit_mitigation(
+                config, dataset, spec, (src_fit, tgt_fit), fit_set, cache, runner
+            )
+            after = extract_mitigated(
+                config, dataset, target, _subset(config), spec, fitted, cache, runner, progress
+            )
+        out.append((Fix(spec.label, spec.kind, spec.options, fitted.key(), info, after), fitted))
+    return out
+
+
+def _what_if_map(
+    config: Config, feats: Features, section: WhatIf, fixes: dict[str, Features]
+) -> tuple[WhatIfMap, str]:
+    """Baseline and mitigated target embeddings in one 2-D projection fitted once on both.
+
+    The fix shown is the best one (largest mIoU gain that helps), else the first configured.
+    """
+    name = section.best or section.mitigations[0].name
+    after = fixes[name]
+    coords, method = project_2d(np.vstack([feats.embeddings, after.embeddings]), seed=config.seed)
+    groups = np.concatenate([feats.domains, np.full(len(after), f"{section.target} ({name})")])
+    loss = np.concatenate([feats.loss, after.loss])
+    return WhatIfMap(coords, groups, loss, name), method
 
 
 def summary_json(summary: Summary) -> bytes:

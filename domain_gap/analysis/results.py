@@ -549,6 +549,16 @@ class ClusterShift:
 
 
 @dataclass(frozen=True)
+class ImageChange:
+    """One target image whose mIoU a fix changed most."""
+
+    sample_id: str
+    miou_before: float | None
+    miou_after: float | None
+    delta_miou: float | None
+
+
+@dataclass(frozen=True)
 class MitigationResult:
     """One fix re-measured on a target's evaluation subset, every change against the baseline."""
 
@@ -567,6 +577,9 @@ class MitigationResult:
     clusters: tuple[ClusterShift, ...]
     recovery: AppearanceRecovery | None
     verdict: MitigationVerdict
+    most_improved: tuple[ImageChange, ...]
+    """The labelled images with the largest mIoU gain, largest first."""
+    most_worsened: tuple[ImageChange, ...]
     delta_miou_per_image: tuple[float, ...] = per_sample()
     """Per target image (evaluation order), mIoU after - before (NaN when unlabelled)."""
     delta_loss_per_image: tuple[float, ...] = per_sample()
@@ -588,6 +601,8 @@ class WhatIf:
     mitigations: tuple[MitigationResult, ...]
     best: str | None
     """The fix with the largest mIoU gain whose verdict is "helps" (None if none helps)."""
+    map_method: str = ""
+    """Projection of the before/after latent map (fitted once on both), when drawn."""
     note: str = ""
 
 

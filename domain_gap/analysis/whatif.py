@@ -32,11 +32,13 @@ from domain_gap.analysis.paired import (
 from domain_gap.analysis.results import (
     ClusterShift,
     FitInfo,
+    ImageChange,
     LatentGap,
     MetadataDrift,
     MitigationResult,
     WhatIf,
 )
+from domain_gap.analysis.stats_utils import fnum
 from domain_gap.labels import CLASS_NAMES
 from domain_gap.metrics import ece_from_bins, sample_miou
 
@@ -145,10 +147,35 @@ def _cluster_shifts(
     return tuple(ClusterShift(c, float(s[c]), float(b[c]), float(a[c])) for c in range(k))
 
 
+EXTREMES = 4
+"""Images listed (and shown) per fix as most improved and most worsened."""
+
+
 def _per_image(before: Features, after: Features) -> tuple[tuple[float, ...], tuple[float, ...]]:
     d_miou = sample_miou(after.confusion) - sample_miou(before.confusion)
     d_miou = np.where(before.labelled, d_miou, np.nan)
     return tuple(float(v) for v in d_miou), tuple(float(v) for v in after.loss - before.loss)
+
+
+def _extremes(
+    before: Features, after: Features, d_miou: np.ndarray
+) -> tuple[tuple[ImageChange, ...], tuple[ImageChange, ...]]:
+    """The images a fix helped and hurt most (by per-image mIoU change, labelled only)."""
+    ok = np.flatnonzero(np.isfinite(d_miou))
+    order = ok[np.argsort(-d_miou[ok], kind="stable")]
+
+    def change(i: int) -> ImageChange:
+        return ImageChange(
+            str(before.sample_ids[i]),
+            fnum(before.miou[i]),
+            fnum(after.miou[i]),
+            fnum(d_miou[i]),
+        )
+
+    k = min(EXTREMES, len(order) // 2)
+    gains = tuple(change(i) for i in order[:k] if d_miou[i] > 0)
+    losses = tuple(change(i) for i in order[::-1][:k] if d_miou[i] < 0)
+    return gains, losses
 
 
 def compare_fix(
@@ -180,6 +207,7 @@ def compare_fix(
             seed=s.seed,
         )
     d_miou, d_loss = _per_image(before, after)
+    gains, losses = _extremes(before, after, np.asarray(d_miou))
     return MitigationResult(
         name=fix.name,
         kind=fix.kind,
@@ -193,6 +221,8 @@ def compare_fix(
         clusters=_cluster_shifts(concepts, source, before, after),
         recovery=recovery,
         verdict=mitigation_verdict(deltas, {g.name: g.delta for g in gap}),
+        most_improved=gains,
+        most_worsened=losses,
         delta_miou_per_image=d_miou,
         delta_loss_per_image=d_loss,
     )
