@@ -67,8 +67,13 @@ def export_onnx(
     from models.export import export_checkpoint
 
     report = export_checkpoint(
-        checkpoint, out, arch=arch, height=height, width=width,
-        num_classes=num_classes, output_stride=output_stride,
+        checkpoint,
+        out,
+        arch=arch,
+        height=height,
+        width=width,
+        num_classes=num_classes,
+        output_stride=output_stride,
     )
     typer.echo(f"wrote {out} (max |onnx - torch| = {report['max_abs_diff']:.2e})")
 
@@ -101,3 +106,7 @@ def demo(
 
 def main() -> None:  # pragma: no cover - console entry
     sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover - ``python -m domain_gap.cli``
+    main()

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from domain_gap.analysis.cache import CACHE_VERSION, FeatureCache, file_sha256, prep_hash
-from domain_gap.analysis.extract import Features, metadata_columns
-from domain_gap.config import parse_config
+from domain_gap.analysis.extract import Features, cache_source, metadata_columns
+from domain_gap.config import Config, parse_config
+from domain_gap.data.sample import STAMP
 
 # --------------------------------------------------------------------------- cache unit tests
 
@@ -95,6 +98,20 @@ def test_for_config_names_missing_checkpoint(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- Features helpers
+
+
+def test_cache_source_changes_when_the_sample_is_regenerated(
+    sample_copy: Path, config_for: Callable[..., Config]
+) -> None:
+    config = config_for(sample_copy)
+    root = str(config.resolve(config.domain("kitti").root))
+    before = cache_source(config, "kitti")
+    assert before.startswith(root) and before != root
+    stamp = json.loads((sample_copy / STAMP).read_text())
+    (sample_copy / STAMP).write_text(json.dumps({**stamp, "version": stamp["version"] + 1}))
+    assert cache_source(config, "kitti") not in (before, root)
+    (sample_copy / STAMP).unlink()
+    assert cache_source(config, "kitti") == root  # real data: keyed by its root only
 
 
 def test_metadata_columns_types_and_missing() -> None:

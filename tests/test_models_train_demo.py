@@ -15,6 +15,7 @@ from domain_gap.metrics import confusion_matrices, dataset_iou
 from models import build_model
 from models.train_demo import (
     Recipe,
+    _check_source_reproduces,
     augment,
     evaluate,
     fastest_pace,
@@ -94,7 +95,8 @@ def test_evaluate_uses_dataset_level_iou(tiny_config: Config) -> None:
             assert got == value
 
 
-def test_model_card_renders_every_number() -> None:
+def _card() -> dict:
+    """A small made-up card with every key render_model_card reads."""
     per_class = {name: None for name in CLASS_NAMES}
     per_class.update({"road": 0.91234, "car": 0.5})
     metrics = {
@@ -140,6 +142,11 @@ def test_model_card_renders_every_number() -> None:
         },
         "software": {"torch": "2.14.1"},
     }
+    return card
+
+
+def test_model_card_renders_every_number() -> None:
+    card = _card()
     text = render_model_card(card)
     assert "SYNTHETIC" in text
     assert "| road | 0.912 | 0.912 |" in text
@@ -148,6 +155,26 @@ def test_model_card_renders_every_number() -> None:
     assert "| sky |" not in text  # absent everywhere
     assert "10.0 min" in text and "1,234,567" in text
     assert "1.20 s/step" in text and "8.0 min" in text
+
+
+def test_model_card_says_when_targets_were_remeasured() -> None:
+    card = _card()
+    assert "Re-measured" not in render_model_card(card)
+    card["remeasured"] = {"metrics": ["kitti/val"], "sample_version": 3, "source_miou_diff": 0.0}
+    text = render_model_card(card)
+    assert "**Re-measured, not retrained:** the kitti/val column was" in text
+    assert "sample generator v3" in text and "--remeasure-targets" in text
+
+
+def test_remeasuring_refuses_a_changed_source() -> None:
+    card = {"metrics": {"cityscapes/val": {"miou": 0.7, "images": 100}}}
+    assert _check_source_reproduces(card, {"miou": 0.701, "images": 100}, "cityscapes") == (
+        pytest.approx(0.001)
+    )
+    with pytest.raises(ValueError, match="retrain"):
+        _check_source_reproduces(card, {"miou": 0.69, "images": 100}, "cityscapes")
+    with pytest.raises(ValueError, match="retrain"):
+        _check_source_reproduces(card, {"miou": 0.7, "images": 99}, "cityscapes")
 
 
 def test_fastest_pace_takes_the_quickest_logged_stretch() -> None:

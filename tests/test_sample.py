@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import cv2
@@ -13,8 +15,18 @@ import numpy as np
 import pytest
 
 from domain_gap.data.errors import DataError
-from domain_gap.data.sample import KITTI_SIZES, STAMP, write_sample
-from domain_gap.labels import NAME_TO_ID, VALID_LABEL_IDS
+from domain_gap.data.sample import (
+    KITTI_SIZES,
+    SIZES,
+    STAMP,
+    URBAN_KITTI_SHARE,
+    sample_identity,
+    urban_indices,
+    urban_kitti_frames,
+    write_sample,
+)
+from domain_gap.data.scene import CITY, ISP_FIELDS, RURAL, URBAN_KITTI, Style
+from domain_gap.labels import NAME_TO_ID, NUM_CLASSES, VALID_LABEL_IDS, id_to_train_id
 
 TEST_COUNTS = {"cityscapes": {"train": 6, "val": 4}, "kitti": {"training": 8, "testing": 3}}
 VEHICLE_KEYS = {
@@ -26,6 +38,10 @@ VEHICLE_KEYS = {
     "outsideTemperature",
     "yawRate",
 }
+CITYSCAPES_TEST_DIGEST = "60625233311561440326cfb7e79fcf6b5a6fc294b185296a55af29757319d09f"
+"""sha256 of the decoded pixels of every Cityscapes-like image and label and of the vehicle
+JSON of the seed-0 ``test`` sample, as written by generator v2 (the one the committed demo
+model was trained with). Later generator versions must leave this domain untouched."""
 CS_IMAGE = re.compile(r"^leftImg8bit/(train|val)/([a-z]+)/\2_(\d{6})_(\d{6})_leftImg8bit\.png$")
 KITTI_IMAGE = re.compile(r"^(training|testing)/image_2/(\d{6})_10\.png$")
 
@@ -139,24 +155,109 @@ def _label_fraction(paths: list[Path], names: tuple[str, ...]) -> float:
     )
 
 
-def test_kitti_like_domain_is_rural_and_warmer(tiny_sample: Path) -> None:
+def _kitti_labels(root: Path, urban: bool) -> list[Path]:
+    """The KITTI-like training labels of the urban (or the rural) frames."""
+    listed = set(urban_kitti_frames(root))
+    paths = sorted((root / "kitti" / "training" / "semantic").glob("*.png"))
+    image = "kitti/training/image_2/{}"
+    return [p for p in paths if (image.format(p.name) in listed) == urban]
+
+
+def _class_mix(paths: list[Path]) -> np.ndarray:
+    """Mean share of each of the 19 train classes (void left out, renormalised)."""
+    mix = np.zeros(NUM_CLASSES)
+    for p in paths:
+        ids = id_to_train_id(cv2.imread(str(p), cv2.IMREAD_UNCHANGED), str(p)).ravel()
+        mix += np.bincount(ids[ids < NUM_CLASSES], minlength=NUM_CLASSES) / ids.size
+    return mix / mix.sum()
+
+
+def test_rural_kitti_frames_have_more_nature_and_fewer_buildings(tiny_sample: Path) -> None:
     cs_labels = sorted((tiny_sample / "cityscapes" / "gtFine").rglob("*.png"))
-    kitti_labels = sorted((tiny_sample / "kitti" / "training" / "semantic").glob("*.png"))
+    rural = _kitti_labels(tiny_sample, urban=False)
     nature = ("vegetation", "terrain")
-    assert _label_fraction(kitti_labels, nature) > 2 * _label_fraction(cs_labels, nature)
-    assert _label_fraction(kitti_labels, ("building",)) < _label_fraction(cs_labels, ("building",))
+    assert _label_fraction(rural, nature) > 2 * _label_fraction(cs_labels, nature)
+    assert _label_fraction(rural, ("building",)) < 0.5 * _label_fraction(cs_labels, ("building",))
+    kitti_labels = sorted((tiny_sample / "kitti" / "training" / "semantic").glob("*.png"))
     for name in ("road", "sky", "car", "pole", "vegetation", "terrain", "building"):
         assert (
             _label_fraction(kitti_labels, (name,)) > 0 and _label_fraction(cs_labels, (name,)) > 0
         )
 
-    def mean_rgb(paths: list[Path]) -> np.ndarray:
-        return np.mean([cv2.imread(str(p))[..., ::-1].reshape(-1, 3).mean(0) for p in paths], 0)
 
-    cs = mean_rgb(sorted((tiny_sample / "cityscapes" / "leftImg8bit").rglob("*.png")))
-    kitti = mean_rgb(sorted((tiny_sample / "kitti").rglob("image_2/*.png")))
-    assert (kitti[0] - kitti[2]) - (cs[0] - cs[2]) > 20  # yellow/warm cast
-    assert np.abs(kitti - cs).max() > 10
+def test_urban_share_is_as_stated_and_seeded(tiny_sample: Path, seed1: Path) -> None:
+    assert 0 < URBAN_KITTI_SHARE < 1
+    listed = urban_kitti_frames(tiny_sample)
+    for split, n in TEST_COUNTS["kitti"].items():
+        in_split = [p for p in listed if p.startswith(f"kitti/{split}/image_2/")]
+        assert len(in_split) == round(URBAN_KITTI_SHARE * n) >= 1
+        assert all((tiny_sample / p).is_file() for p in in_split)
+    for split, n in SIZES["demo"]["kitti"].items():  # the demo's share, without writing it
+        assert len(urban_indices(0, split, n)) == round(URBAN_KITTI_SHARE * n)
+    assert urban_indices(0, "training", 200) == urban_indices(0, "training", 200)
+    assert urban_indices(0, "training", 200) != urban_indices(1, "training", 200)
+    assert json.loads((tiny_sample / STAMP).read_text())["urban_kitti_share"] == URBAN_KITTI_SHARE
+    assert len(urban_kitti_frames(seed1)) == len(listed)
+    assert f"{round(100 * URBAN_KITTI_SHARE)}%" in (tiny_sample / "README.md").read_text()
+
+
+def test_urban_style_is_the_city_through_the_kitti_colour_pipeline() -> None:
+    for f in fields(Style):
+        expected = RURAL if f.name in ISP_FIELDS else CITY
+        if f.name not in ("name", "ego_hood"):
+            assert getattr(URBAN_KITTI, f.name) == getattr(expected, f.name), f.name
+    assert CITY.ego_hood and not URBAN_KITTI.ego_hood
+    assert any(getattr(CITY, f) != getattr(RURAL, f) for f in ISP_FIELDS)
+
+
+def test_urban_kitti_frames_have_the_cityscapes_class_mix(tiny_sample: Path) -> None:
+    cs = _class_mix(sorted((tiny_sample / "cityscapes" / "gtFine").rglob("*.png")))
+    urban_paths = _kitti_labels(tiny_sample, urban=True)
+    urban, rural = _class_mix(urban_paths), _class_mix(_kitti_labels(tiny_sample, urban=False))
+    assert np.abs(urban - cs).sum() < 0.35  # L1 between class shares (at most 2)
+    assert np.abs(rural - cs).sum() > 0.8 and np.abs(urban - rural).sum() > 0.8
+    ego = NAME_TO_ID["ego vehicle"]
+    assert not any((cv2.imread(str(p), cv2.IMREAD_UNCHANGED) == ego).any() for p in urban_paths)
+
+
+def test_every_kitti_frame_carries_the_colour_shift(tiny_sample: Path) -> None:
+    def warmth(path: Path) -> float:
+        rgb = cv2.imread(str(path))[..., ::-1].reshape(-1, 3).astype(float).mean(0)
+        return float(rgb[0] - rgb[2])  # red minus blue: the yellow cast
+
+    cs = [warmth(p) for p in sorted((tiny_sample / "cityscapes" / "leftImg8bit").rglob("*.png"))]
+    listed = set(urban_kitti_frames(tiny_sample))
+    kitti = {
+        p.relative_to(tiny_sample).as_posix(): warmth(p)
+        for p in sorted((tiny_sample / "kitti").rglob("image_2/*.png"))
+    }
+    urban = [v for k, v in kitti.items() if k in listed]
+    rural = [v for k, v in kitti.items() if k not in listed]
+    assert urban and rural
+    assert min(kitti.values()) > max(cs) + 15
+    assert np.mean(urban) - np.mean(cs) > 30 and np.mean(rural) - np.mean(cs) > 30
+
+
+def _decoded_digest(root: Path) -> str:
+    digest = hashlib.sha256()
+    for p in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(p.relative_to(root.parent).as_posix().encode())
+        if p.suffix == ".png":
+            digest.update(cv2.imread(str(p), cv2.IMREAD_UNCHANGED).tobytes())
+        else:
+            digest.update(p.read_bytes())
+    return digest.hexdigest()
+
+
+def test_cityscapes_like_domain_is_unchanged(tiny_sample: Path) -> None:
+    assert _decoded_digest(tiny_sample / "cityscapes") == CITYSCAPES_TEST_DIGEST
+
+
+def test_sample_identity_names_the_generator(tiny_sample: Path, tmp_path: Path) -> None:
+    identity = sample_identity(str(tiny_sample / "kitti"))
+    assert identity is not None and "seed 0" in identity and "size test" in identity
+    assert sample_identity(str(tmp_path / "kitti")) is None
+    assert sample_identity("gs://bucket/kitti") is None
 
 
 def test_thin_classes_are_never_one_pixel_wide(tiny_sample: Path) -> None:

@@ -350,6 +350,17 @@ def _jsonable(meta: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def cache_source(config: Config, domain: str) -> str:
+    """What a domain's shards are keyed by besides the sample id: its root, plus the built-in
+    sample's version, seed and size when the root is one, so a regenerated sample (same paths,
+    new pictures) is never served the records of the old one."""
+    from domain_gap.data.sample import sample_identity
+
+    root = config.resolve(config.domain(domain).root) or ""
+    identity = sample_identity(root)
+    return root if identity is None else f"{root}\0{identity}"
+
+
 def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -378,7 +389,7 @@ def extract_domain(
     records = list(dataset.select(domain=domain, subset=subset))
     if not records:
         raise ExtractionError(f"domain {domain!r} has no samples in subset {subset or 'all'!r}")
-    source = config.resolve(config.domain(domain).root) or ""
+    source = cache_source(config, domain)
     shards = [_drop_mask(cache.load(domain, r.sample_id, source, RECORD_FIELDS)) for r in records]
     missing = [i for i, s in enumerate(shards) if s is None]
     if missing:
@@ -434,8 +445,11 @@ def load_predictions(
 ) -> list[np.ndarray | None]:
     """The small cached predicted masks (every :data:`PRED_STRIDE`-th pixel) of ``records``."""
     out: list[np.ndarray | None] = []
+    sources: dict[str, str] = {}
     for r in records:
-        source = config.resolve(config.domain(r.domain).root) or ""
+        if r.domain not in sources:
+            sources[r.domain] = cache_source(config, r.domain)
+        source = sources[r.domain]
         shard = cache.load(r.domain, r.sample_id, source, ("pred_small",))
         out.append(None if shard is None else shard["pred_small"])
     return out

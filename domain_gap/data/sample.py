@@ -7,8 +7,14 @@
   512x256 (a scaled Cityscapes frame): a dense city, mildly different per city;
 - ``kitti/``: ``training/image_2/{i:06d}_10.png`` + ``training/semantic/{i:06d}_10.png`` and
   ``testing/image_2/{i:06d}_10.png`` (no labels), around 621x188 with the few-pixel size jitter
-  of real KITTI frames: a rural road, warmer, brighter and more contrasted;
+  of real KITTI frames, all in KITTI-like colours (warmer, brighter, more contrasted): a share
+  :data:`URBAN_KITTI_SHARE` of them are Cityscapes-like city scenes, the rest rural roads, so
+  the colour shift and the content shift can be told apart;
 - ``README.md`` saying that all of it is synthetic.
+
+Which KITTI-like frames are urban is recorded only in the stamp file (``urban_kitti``, read by
+:func:`urban_kitti_frames`), for tests and experiments: real data has no such list, so nothing
+in the images, labels or metadata the analysis reads tells them apart.
 
 Same seed → byte-identical files (every frame has its own seed derived from the sample seed).
 Files are written atomically; a stamp makes a rerun over a complete sample return at once and
@@ -26,14 +32,20 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from domain_gap.data.errors import DataError
-from domain_gap.data.scene import CITY, RURAL, Style, render_scene, vary_style
 from domain_gap.atomic import write_atomic
+from domain_gap.data.errors import DataError
+from domain_gap.data.scene import CITY, RURAL, URBAN_KITTI, Style, render_scene, vary_style
 
-SAMPLE_VERSION = 2
+SAMPLE_VERSION = 3
 """Bump when the generator changes, so that stale samples are rewritten."""
 
 STAMP = ".domain-gap-sample.json"
+
+URBAN_KITTI_SHARE = 0.4
+"""Share of the KITTI-like frames (per split, rounded to whole frames) that show a
+Cityscapes-like city (:data:`~domain_gap.data.scene.URBAN_KITTI`) instead of a rural road. All
+of them get the same KITTI-like colours, so the urban ones carry the colour shift without the
+content shift. The frames are drawn per split from the sample seed."""
 
 CITIES = {"train": ("aachen", "bremen", "zurich"), "val": ("frankfurt", "lindau")}
 """Cityscapes-like cities per split (the val cities are unseen in training, as in Cityscapes)."""
@@ -58,6 +70,7 @@ SIZES = {
 _DOMAIN_CODE = {"cityscapes": 1, "kitti": 2}
 _SPLIT_CODE = {"train": 1, "val": 2, "training": 3, "testing": 4}
 _CITY_FRAME = 19  # real Cityscapes annotates frame 19 of each 30-frame snippet
+_URBAN_STREAM = 2  # random streams: 0 draws a frame, 1 its vehicle data, 2 the urban choice
 
 
 @dataclass(frozen=True)
@@ -71,9 +84,17 @@ class _Frame:
     label: str | None
     vehicle: str | None
     city: str | None
+    urban: bool = False  # a KITTI-like frame showing a city
 
 
-def _frames(counts: dict[str, dict[str, int]]) -> list[_Frame]:
+def urban_indices(seed: int, split: str, n: int) -> list[int]:
+    """The indices of a KITTI split's ``n`` frames that are urban (seeded, sorted)."""
+    key = [seed, _DOMAIN_CODE["kitti"], _SPLIT_CODE[split], 0, _URBAN_STREAM]
+    rng = np.random.default_rng(np.random.SeedSequence(key))
+    return sorted(rng.permutation(n)[: round(URBAN_KITTI_SHARE * n)].tolist())
+
+
+def _frames(counts: dict[str, dict[str, int]], seed: int) -> list[_Frame]:
     frames = []
     for split, n in counts["cityscapes"].items():
         cities = CITIES[split]
@@ -92,12 +113,12 @@ def _frames(counts: dict[str, dict[str, int]]) -> list[_Frame]:
                 )
             )
     for split, n in counts["kitti"].items():
+        urban = set(urban_indices(seed, split, n))
         for k in range(n):
             name = f"{k:06d}_10.png"
             label = f"kitti/{split}/semantic/{name}" if split == "training" else None
-            frames.append(
-                _Frame("kitti", split, k, f"kitti/{split}/image_2/{name}", label, None, None)
-            )
+            image = f"kitti/{split}/image_2/{name}"
+            frames.append(_Frame("kitti", split, k, image, label, None, None, k in urban))
     return frames
 
 
@@ -142,7 +163,7 @@ def _write_frame(out: Path, frame: _Frame, seed: int) -> None:
         style = city_style(seed, frame.city or "")
     else:
         height, width = KITTI_SIZES[int(rng.integers(len(KITTI_SIZES)))]
-        style = RURAL
+        style = URBAN_KITTI if frame.urban else RURAL
     image, label = render_scene(style, height, width, rng)
     if frame.label is not None:
         write_atomic(out / frame.label, _encode_png(label, str(out / frame.label)))
@@ -175,19 +196,26 @@ def _readme(seed: int, size: str, counts: dict[str, dict[str, int]]) -> str:
         "What differs between the domains (the synthetic domain gap):",
         "",
         "- content: the Cityscapes-like domain is a dense city (facades on both sides, many cars "
-        "and pedestrians, an ego-vehicle hood); the KITTI-like domain is a rural road with much "
-        "more vegetation and terrain and few buildings;",
-        "- colour: KITTI-like frames are warmer (yellow cast), brighter, more contrasted and "
-        "more saturated, mostly under clear skies; Cityscapes-like frames are muted and mostly "
-        "overcast, with a mild colour/brightness variation per city;",
-        "- camera: another resolution and aspect ratio (≈3.3:1 vs 2:1), a wider field of view "
-        "and a higher camera.",
+        "and pedestrians, an ego-vehicle hood); in the KITTI-like domain "
+        f"{100 - round(100 * URBAN_KITTI_SHARE)}% of the frames are a rural road with much more "
+        "vegetation and terrain and few buildings, mostly under clear skies, seen by a camera "
+        f"with a wider field of view, mounted higher; the other {round(100 * URBAN_KITTI_SHARE)}% "
+        "are the Cityscapes-like city (same layout, camera and weather, no hood);",
+        "- colour: all KITTI-like frames are warmer (yellow cast), brighter, more contrasted and "
+        "more saturated; Cityscapes-like frames are muted, with a mild colour/brightness "
+        "variation per city;",
+        "- resolution: KITTI-like frames have another size and aspect ratio (≈3.3:1 vs 2:1).",
         "",
         "The same Cityscapes classes occur in both domains, in different proportions. Counts:",
         "",
     ]
     for domain, splits in counts.items():
         lines.append(f"- {domain}: " + ", ".join(f"{k} {v}" for k, v in splits.items()))
+    lines += [
+        "",
+        f"Which KITTI-like frames are urban is listed in `{STAMP}` (`urban_kitti`), for tests "
+        "only: the analysis does not read it.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -196,6 +224,31 @@ def _read_stamp(path: Path) -> dict | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def urban_kitti_frames(sample_dir: str | Path) -> list[str]:
+    """The urban KITTI-like images of a complete sample, as paths relative to ``sample_dir``.
+
+    Read from the stamp, not from the images: the ground truth of the content shift, for tests
+    and experiments. Raises DataError when ``sample_dir`` holds no complete sample.
+    """
+    stamp = _read_stamp(Path(sample_dir) / STAMP)
+    if not stamp or not stamp.get("complete") or "urban_kitti" not in stamp:
+        raise DataError(f"{sample_dir}: no complete sample with an urban_kitti list ({STAMP})")
+    return list(stamp["urban_kitti"])
+
+
+def sample_identity(root: str) -> str | None:
+    """``"v3 seed 0 size demo"`` when ``root`` is a domain folder of a built-in sample, else None.
+
+    Lets a cache keyed by the root's path tell a regenerated sample from the one it cached.
+    """
+    if root.startswith("gs://"):
+        return None
+    stamp = _read_stamp(Path(root).parent / STAMP)
+    if not isinstance(stamp, dict) or stamp.get("generator") != "domain-gap sample":
+        return None
+    return f"v{stamp.get('version')} seed {stamp.get('seed')} size {stamp.get('size')}"
 
 
 def write_sample(
@@ -229,11 +282,14 @@ def write_sample(
         )
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(stamp_path, json.dumps({**params, "complete": False}).encode())
-    frames = _frames(counts)
+    frames = _frames(counts, seed)
     for frame in tqdm(frames, desc="synthetic sample", unit="img", disable=not progress):
         if same and (out / frame.image).exists():
             continue  # resuming: this frame was completed by the interrupted run
         _write_frame(out, frame, seed)
     write_atomic(out / "README.md", _readme(seed, size, counts).encode())
-    write_atomic(stamp_path, (json.dumps({**params, "complete": True}, indent=2) + "\n").encode())
+    urban = [f.image for f in frames if f.urban]
+    done = {**params, "complete": True, "urban_kitti_share": URBAN_KITTI_SHARE}
+    done["urban_kitti"] = urban
+    write_atomic(stamp_path, (json.dumps(done, indent=2) + "\n").encode())
     return {domain: dict(splits) for domain, splits in counts.items()}

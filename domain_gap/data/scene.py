@@ -7,8 +7,10 @@ metres and projected, so objects shrink towards the vanishing point. Surfaces ge
 colours modulated by real photo textures shipped with scikit-image (gravel, brick, grass, moon),
 then the domain's colour balance, noise and a slight blur. Labels stay crisp.
 
-A :class:`Style` describes one domain (a dense city or a rural road); :func:`render_scene`
-draws one frame from a :class:`numpy.random.Generator`. Pure numpy/OpenCV, no I/O.
+A :class:`Style` describes one domain (a dense city or a rural road); :func:`with_isp` puts
+one style's scene through another's colour pipeline (a city in KITTI-like colours);
+:func:`render_scene` draws one frame from a :class:`numpy.random.Generator`. Pure
+numpy/OpenCV, no I/O.
 """
 
 from __future__ import annotations
@@ -159,6 +161,24 @@ RURAL = Style(
     blur=0.9,
 )
 """KITTI-like: rural road, much vegetation and terrain, few buildings, sunny, warm and bright."""
+
+ISP_FIELDS = ("gains", "brightness", "contrast", "saturation", "noise", "blur")
+"""The :class:`Style` fields of the camera's colour pipeline: colour balance, tone curve,
+saturation, sensor noise and optical blur. Every other field is scene content or geometry."""
+
+
+def with_isp(content: Style, look: Style, name: str) -> Style:
+    """``content``'s scene (layout, objects, camera, weather) through ``look``'s colour pipeline.
+
+    Keeps the two kinds of domain shift apart: what is in front of the camera versus how the
+    camera renders it (:data:`ISP_FIELDS`).
+    """
+    return replace(content, name=name, **{f: getattr(look, f) for f in ISP_FIELDS})
+
+
+URBAN_KITTI = replace(with_isp(CITY, RURAL, "urban-kitti"), ego_hood=False)
+"""A Cityscapes-like city (same layout, class mix, camera and weather as :data:`CITY`) in the
+KITTI-like colours of :data:`RURAL`; no ego-vehicle hood, which only Cityscapes' camera sees."""
 
 
 def vary_style(style: Style, rng: np.random.Generator, amount: float = 1.0) -> Style:
