@@ -507,6 +507,8 @@ def run_analysis(
             loss=feats.loss,
             clusters=result.clusters,
             thumbnail_source=_thumbnail_source(config, dataset, cache),
+            whatif_maps=result.whatif_maps,
+            mitigated_source=_mitigated_thumbnail_source(config, dataset, cache, result.fitted),
         )
     summary = replace(summary, timing_s=dict(stages.seconds))
     header, rows = sample_table(feats, result)
@@ -629,6 +631,33 @@ def _thumbnail_source(config: Config, dataset: Any, cache: FeatureCache) -> Any:
         for record, pred in zip(records, preds, strict=True):
             prepared = dataset.prepare(record)
             out[record.sample_id] = (prepared.image, pred, prepared.valid)
+        return out
+
+    return load
+
+
+def _mitigated_thumbnail_source(
+    config: Config, dataset: Any, cache: FeatureCache, fitted: dict[str, dict[str, Any]]
+) -> Any:
+    """(target, fix, sample ids) → (mitigated image, prediction of the mitigated pass, valid).
+
+    The image is the prepared model input mapped by the fitted mitigation (rounded to uint8);
+    the prediction is read from that fix's pass cache (None when it is not cached).
+    """
+
+    def load(target: str, name: str, sample_ids: Sequence[str]) -> dict[str, Any]:
+        fix = fitted.get(target, {}).get(name)
+        if fix is None:
+            return {}
+        by_id = {r.sample_id: r for r in dataset.records}
+        records = [by_id[i] for i in sample_ids if i in by_id]
+        preds = load_predictions(config, cache.for_mitigation(name, fix.key()), records)
+        out = {}
+        for record, pred in zip(records, preds, strict=True):
+            prepared = dataset.prepare(record)
+            image = fix.apply(prepared.image, prepared.valid)
+            image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+            out[record.sample_id] = (image, pred, prepared.valid)
         return out
 
     return load

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
-from domain_gap.analysis.results import MetadataDrift, Summary
+from domain_gap.analysis.results import MetadataDrift, Summary, WhatIf
 from domain_gap.report import plots
 from domain_gap.report.thumbnails import png_bytes, sample_thumbnail
 
@@ -22,14 +23,38 @@ TOP_DRIVER_HISTOGRAMS = 6
 Thumb = tuple[np.ndarray, np.ndarray | None, np.ndarray | None]
 ThumbnailSource = Callable[[Sequence[str]], Mapping[str, Thumb]]
 """sample ids → {sample id: (model-input image, predicted mask or None, valid mask or None)}."""
+MitigatedThumbnailSource = Callable[[str, str, Sequence[str]], Mapping[str, Thumb]]
+"""(target, mitigation name, sample ids) → {sample id: (mitigated image, its prediction, valid)}."""
+
+THUMBNAIL_FIXES = 2
+"""With at most this many fixes the report shows every fix's images; else the mapped fix's."""
+
+
+class WhatIfMapLike(Protocol):
+    """The before/after latent map of one target (``pipeline.WhatIfMap``)."""
+
+    coords: np.ndarray
+    groups: np.ndarray
+    loss: np.ndarray
+    fix: str
 
 
 @dataclass
 class ReportAssets:
-    """PNG figures by name and PNG thumbnails by sample id."""
+    """PNG figures by name, PNG thumbnails by sample id, and mitigated thumbnails."""
 
     figures: dict[str, bytes] = field(default_factory=dict)
     thumbnails: dict[str, bytes] = field(default_factory=dict)
+    mitigated: dict[str, dict[str, dict[str, bytes]]] = field(default_factory=dict)
+    """target → mitigation name → sample id → PNG of the mitigated image and its prediction."""
+    whatif_map_fix: dict[str, str] = field(default_factory=dict)
+    """target → the fix drawn in its before/after latent map."""
+    whatif_fixes: dict[str, list[str]] = field(default_factory=dict)
+    """target → the fixes whose most improved and worsened images are shown."""
+
+    def mitigated_thumb(self, target: str, fix: str, sample_id: str) -> bytes | None:
+        """The mitigated thumbnail of one image, or None when it was not drawn."""
+        return self.mitigated.get(target, {}).get(fix, {}).get(sample_id)
 
 
 def histogram_fields(drift: MetadataDrift, limit: int = TOP_DRIVER_HISTOGRAMS) -> list[str]:
@@ -45,6 +70,22 @@ def histogram_fields(drift: MetadataDrift, limit: int = TOP_DRIVER_HISTOGRAMS) -
         if row.field not in chosen:
             chosen.append(row.field)
     return chosen
+
+
+def thumbnail_fixes(section: WhatIf, map_fix: str | None = None) -> list[str]:
+    """The fixes whose most improved and worsened images the report shows: every fix when
+    there are few, else the one in the before/after map (the best, else the first)."""
+    names = [m.name for m in section.mitigations]
+    if len(names) <= THUMBNAIL_FIXES:
+        return names
+    chosen = map_fix or section.best or names[0]
+    return [chosen] if chosen in names else names[:1]
+
+
+def changed_images(section: WhatIf, fix: str) -> list[str]:
+    """Sample ids of one fix's most improved then most worsened images."""
+    m = next(r for r in section.mitigations if r.name == fix)
+    return [c.sample_id for c in (*m.most_improved, *m.most_worsened)]
 
 
 def thumbnail_ids(summary: Summary) -> list[str]:
@@ -68,8 +109,15 @@ def build_assets(
     loss: np.ndarray,
     clusters: np.ndarray,
     thumbnail_source: ThumbnailSource,
+    whatif_maps: Mapping[str, WhatIfMapLike] | None = None,
+    mitigated_source: MitigatedThumbnailSource | None = None,
 ) -> ReportAssets:
-    """Draw every figure of the report and encode the thumbnails it names."""
+    """Draw every figure of the report and encode the thumbnails it names.
+
+    ``whatif_maps`` (target → before/after latent map) and ``mitigated_source`` (mitigated
+    images and predictions) feed the "What if" section; without them it has no map and shows
+    the changed images before the fix only.
+    """
     order = [summary.source, *summary.targets]
     assets = ReportAssets()
     labels = np.asarray(clusters)
@@ -106,9 +154,49 @@ def build_assets(
                 {summary.source: hist.source, target: hist.target},
                 [summary.source, target],
             )
-    for sample_id, (image, pred, valid) in thumbnail_source(thumbnail_ids(summary)).items():
+    shown = _what_if_figures(assets, summary, whatif_maps or {})
+    ids = thumbnail_ids(summary) + [i for sec, fix in shown for i in changed_images(sec, fix)]
+    for sample_id, (image, pred, valid) in thumbnail_source(list(dict.fromkeys(ids))).items():
         assets.thumbnails[sample_id] = png_bytes(sample_thumbnail(image, pred, valid))
+    if mitigated_source is not None:
+        for section, fix in shown:
+            thumbs = mitigated_source(section.target, fix, changed_images(section, fix))
+            assets.mitigated.setdefault(section.target, {})[fix] = {
+                i: png_bytes(sample_thumbnail(*thumb)) for i, thumb in thumbs.items()
+            }
     return assets
+
+
+def _what_if_figures(
+    assets: ReportAssets, summary: Summary, maps: Mapping[str, WhatIfMapLike]
+) -> list[tuple[WhatIf, str]]:
+    """Draw the what-if figures of every target; returns the (section, fix) pairs whose
+    changed images are shown (kept in ``assets.whatif_fixes``)."""
+    order = [summary.source, *summary.targets]
+    shown: list[tuple[WhatIf, str]] = []
+    for target, section in summary.mitigations.items():
+        if section.mitigations:
+            assets.figures[f"whatif/classes/{target}"] = plots.class_delta_bars(
+                section.mitigations[0].deltas.per_class_iou.class_names,
+                {m.name: m.deltas.per_class_iou.delta for m in section.mitigations},
+            )
+        wmap = maps.get(target)
+        if wmap is not None:
+            assets.whatif_map_fix[target] = wmap.fix
+            extra = [g for g in dict.fromkeys(np.asarray(wmap.groups).tolist()) if g not in order]
+            assets.figures[f"whatif/map/{target}"] = plots.before_after_map(
+                wmap.coords,
+                wmap.groups,
+                wmap.loss,
+                order,
+                target=target,
+                mitigated=str(extra[0]) if extra else f"{target} ({wmap.fix})",
+                method=(section.map_method or summary.projection.method).upper(),
+            )
+        fixes = thumbnail_fixes(section, wmap.fix if wmap is not None else None)
+        assets.whatif_fixes[target] = fixes
+        shown.extend((section, fix) for fix in fixes)
+    return shown
 
 
 def _num(v: float | None) -> float:

@@ -160,3 +160,103 @@ def loss_histograms(
     ax.legend(fontsize=8)
     fig.tight_layout()
     return to_png(fig)
+
+
+def class_delta_bars(
+    class_names: Sequence[str], deltas: Mapping[str, Sequence[float | None]]
+) -> bytes:
+    """Grouped vertical bars: per class, one bar of ΔIoU (after - before) per mitigation.
+
+    Classes without a finite delta for any mitigation are left out; a missing bar stays empty.
+    """
+    names = list(deltas)
+    values = np.array(
+        [[np.nan if v is None else float(v) for v in deltas[n]] for n in names], dtype=float
+    ).reshape(len(names), len(class_names))
+    keep = np.flatnonzero(np.isfinite(values).any(axis=0))
+    x = np.arange(len(keep))
+    width = 0.8 / max(len(names), 1)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * len(keep) + 2.0), 3.6))
+    for i, name in enumerate(names):
+        v = values[i, keep]
+        ax.bar(
+            x - 0.4 + width * (i + 0.5),
+            np.where(np.isfinite(v), v, 0.0),
+            width=width,
+            color=PALETTE[(i + 2) % len(PALETTE)],
+            label=name,
+        )
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.set_xticks(x, [class_names[k] for k in keep], rotation=40, ha="right", fontsize=8)
+    ax.set_ylabel("ΔIoU (after - before)")
+    ax.set_title("Per-class IoU change per mitigation (above 0: the fix recovers the class)")
+    ax.grid(axis="y", alpha=0.2)
+    if names:
+        ax.legend(fontsize=8, ncols=min(len(names), 4))
+    if not len(keep):
+        ax.text(
+            0.5,
+            0.5,
+            "no class has a computable IoU change",
+            ha="center",
+            transform=ax.transAxes,
+            color="0.4",
+        )
+    fig.tight_layout()
+    return to_png(fig)
+
+
+def before_after_map(
+    coords: np.ndarray,
+    groups: np.ndarray,
+    loss: np.ndarray,
+    order: Sequence[str],
+    *,
+    target: str,
+    mitigated: str,
+    method: str = "PCA",
+) -> bytes:
+    """Two panels of one projection: every domain before, then ``target`` replaced by its
+    ``mitigated`` group (the unmitigated target in faint grey); colour = group, size = loss."""
+    colors = domain_colors([*order, mitigated])
+    sizes = point_sizes(loss)
+    g = np.asarray(groups)
+    fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.6), sharex=True, sharey=True)
+    panels = (
+        ("before", list(order), None),
+        (f"after: {mitigated}", [d for d in order if d != target] + [mitigated], target),
+    )
+    for ax, (title, shown, ghost) in zip(axes, panels, strict=True):
+        if ghost is not None:
+            m = g == ghost
+            ax.scatter(
+                coords[m, 0],
+                coords[m, 1],
+                s=sizes[m],
+                c="0.8",
+                alpha=0.5,
+                edgecolors="none",
+                label=f"{ghost} before",
+            )
+        for name in shown:
+            m = g == name
+            ax.scatter(
+                coords[m, 0],
+                coords[m, 1],
+                s=sizes[m],
+                c=colors[name],
+                alpha=0.6,
+                edgecolors="none",
+                label=f"{name} (n={int(m.sum())})",
+            )
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(f"{method} 1")
+        ax.legend(loc="best", fontsize=8)
+        ax.grid(alpha=0.2)
+    axes[0].set_ylabel(f"{method} 2")
+    fig.suptitle(
+        f"Latent map before and after the fix ({method} fitted once on both); point size = loss",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return to_png(fig)
