@@ -71,9 +71,9 @@ if source.subset_records("unlabeled"):
 
 @tensorleap_input_encoder("image", channel_dim=1)
 def input_image(sample_id: str, preprocess: PreprocessResponse) -> np.ndarray:
-    """The model input: (3, H, W) float32, normalised with the configured mean/std."""
-    image_cfg = source.active_config().image
-    return encoders.normalize_image(source.prepared(sample_id).image, image_cfg.mean, image_cfg.std)
+    """The model input: (3, H, W) float32, normalised with the configured mean/std; target-domain
+    samples pass through ``tensorleap.mitigation`` first when it is set."""
+    return source.model_input(sample_id)
 
 
 @tensorleap_input_encoder("raw_image", channel_dim=-1)
@@ -97,6 +97,12 @@ def gt_mask(sample_id: str, preprocess: PreprocessResponse) -> np.ndarray:
 def domain(sample_id: str, preprocess: PreprocessResponse) -> str:
     """Which dataset the sample comes from: the axis of the domain-gap view."""
     return source.record(sample_id).domain
+
+
+@tensorleap_metadata("mitigation")
+def mitigation(sample_id: str, preprocess: PreprocessResponse) -> str:
+    """Which mitigation the sample's ``image`` input went through ("none": the plain input)."""
+    return source.mitigation_label(sample_id)
 
 
 @tensorleap_metadata("source")
@@ -269,6 +275,7 @@ def integration_test(sample_id: str, preprocess: PreprocessResponse) -> None:
     loss_visualizer(logits, mask)
     error_visualizer(logits, mask)
     domain(sample_id, preprocess)
+    mitigation(sample_id, preprocess)
     source_info(sample_id, preprocess)
     image_stats(sample_id, preprocess)
     class_fractions(sample_id, preprocess)

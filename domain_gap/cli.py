@@ -1,4 +1,4 @@
-"""Command line: ``domain-gap sample | export-onnx | analyze | demo``.
+"""Command line: ``domain-gap sample | export-onnx | analyze | mitigate | demo``.
 
 Each command is a thin shell around one library function; errors become one clear line on
 stderr and a non-zero exit code.
@@ -10,9 +10,12 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from domain_gap.config import Config
 
 app = typer.Typer(
     add_completion=False,
@@ -58,23 +61,46 @@ def export_onnx(
     checkpoint: Annotated[Path, typer.Option(help="VainF-style or domain-gap checkpoint.")],
     out: Annotated[Path, typer.Option(help="Where to write the .onnx file.")],
     arch: Annotated[str | None, typer.Option(help="Architecture (default: from the file).")] = None,
-    height: Annotated[int, typer.Option(help="Input height the model is traced at.")] = 256,
-    width: Annotated[int, typer.Option(help="Input width the model is traced at.")] = 512,
+    height: Annotated[
+        int | None, typer.Option(help="Traced input height [256; --adabn-config: its image].")
+    ] = None,
+    width: Annotated[
+        int | None, typer.Option(help="Traced input width [512; --adabn-config: its image].")
+    ] = None,
     num_classes: Annotated[int, typer.Option(help="Classes of the classifier.")] = 19,
     output_stride: Annotated[int, typer.Option(help="8 or 16.")] = 16,
+    adabn_config: Annotated[
+        Path | None,
+        typer.Option(help="Config whose analysis.mitigations adabn entry adapts the model first."),
+    ] = None,
+    adabn_target: Annotated[
+        str | None, typer.Option(help="Domain AdaBN is fitted on (default: first non-source).")
+    ] = None,
 ) -> None:
     """Export a checkpoint to ONNX (logits + embedding outputs) and check parity."""
-    from models.export import export_checkpoint
+    from models.export import export_adabn, export_checkpoint
 
-    report = export_checkpoint(
-        checkpoint,
-        out,
-        arch=arch,
-        height=height,
-        width=width,
-        num_classes=num_classes,
-        output_stride=output_stride,
-    )
+    sizes = {
+        "arch": arch,
+        "height": height,
+        "width": width,
+        "num_classes": num_classes,
+        "output_stride": output_stride,
+    }
+    if adabn_config is None:
+        if adabn_target is not None:
+            raise ValueError("--adabn-target needs --adabn-config")
+        report = export_checkpoint(
+            checkpoint, out, **{**sizes, "height": height or 256, "width": width or 512}
+        )
+    else:
+        from domain_gap.config import load_config
+
+        report = export_adabn(checkpoint, out, load_config(adabn_config), adabn_target, **sizes)
+        typer.echo(
+            f"adabn ({report['mitigation']}): BatchNorm statistics of {report['n_images']} "
+            f"{report['target']} frames"
+        )
     typer.echo(f"wrote {out} (max |onnx - torch| = {report['max_abs_diff']:.2e})")
 
 
@@ -89,6 +115,46 @@ def analyze(
     from domain_gap.pipeline import run_analysis
 
     result = run_analysis(load_config(config), out)
+    typer.echo(f"report: {result['report']}")
+
+
+def only_mitigations(config: Config, only: str | None) -> Config:
+    """``config`` with just the mitigations named in ``only`` (comma-separated; None = all).
+
+    ValueError when the config lists none, or on a name that is not a configured label."""
+    labels = [m.label for m in config.analysis.mitigations]
+    if not labels:
+        raise ValueError("analysis.mitigations is empty: nothing to test (list fixes there)")
+    if only is None:
+        return config
+    names = [n.strip() for n in only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in labels]
+    if unknown or not names:
+        raise ValueError(
+            f"--only: unknown mitigation {', '.join(unknown) or repr(only)}; "
+            f"analysis.mitigations has {', '.join(labels)}"
+        )
+    kept = [m for m in config.analysis.mitigations if m.label in names]
+    analysis = config.analysis.model_copy(update={"mitigations": kept})
+    return config.model_copy(update={"analysis": analysis})
+
+
+@app.command()
+@_clear_errors
+def mitigate(
+    config: Annotated[Path, typer.Option(help="YAML config with analysis.mitigations.")],
+    out: Annotated[Path, typer.Option(help="Folder for report.html, summary.json, samples.csv.")],
+    only: Annotated[
+        str | None, typer.Option(help="Comma-separated mitigation names (default: all).")
+    ] = None,
+) -> None:
+    """Measure the gap, then test the configured fixes (the report's "What if" section)."""
+    from domain_gap.config import load_config
+    from domain_gap.pipeline import run_analysis
+
+    chosen = only_mitigations(load_config(config), only)
+    result = run_analysis(chosen, out)
+    typer.echo("mitigations: " + ", ".join(m.label for m in chosen.analysis.mitigations))
     typer.echo(f"report: {result['report']}")
 
 

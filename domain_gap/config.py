@@ -155,6 +155,14 @@ class AnalysisConfig(_Strict):
         return self
 
 
+class TensorleapConfig(_Strict):
+    """What the Tensorleap binder feeds the platform."""
+
+    mitigation: str | None = Field(None, min_length=1)
+    """Label of one image-space entry of ``analysis.mitigations``: the binder's ``image`` input
+    of every target-domain sample is that fix's output (source samples stay as they are)."""
+
+
 class Config(_Strict):
     """The whole toolkit configuration."""
 
@@ -163,6 +171,7 @@ class Config(_Strict):
     domains: list[DomainConfig] = Field(min_length=1)
     model: ModelConfig = ModelConfig()
     analysis: AnalysisConfig = AnalysisConfig()
+    tensorleap: TensorleapConfig = TensorleapConfig()
     cache_dir: str = ".cache/domain-gap"
     base_dir: str = "."
     """Folder that relative paths are resolved against (set to the config file's folder)."""
@@ -175,6 +184,24 @@ class Config(_Strict):
             raise ValueError(f"domain names must be unique, repeated: {sorted(dup)}")
         if self.analysis.source is not None and self.analysis.source not in names:
             raise ValueError(f"analysis.source {self.analysis.source!r} is not one of {names}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_tensorleap(self) -> Config:
+        name = self.tensorleap.mitigation
+        if name is None:
+            return self
+        kinds = {m.label: m.kind for m in self.analysis.mitigations}
+        if name not in kinds:
+            raise ValueError(
+                f"tensorleap.mitigation {name!r} is not a label of analysis.mitigations "
+                f"{sorted(kinds)}"
+            )
+        if kinds[name] == "adabn":
+            raise ValueError(
+                f"tensorleap.mitigation {name!r} is adabn, which changes the model, not the "
+                "image: export the adapted model (domain-gap export-onnx --adabn-config) instead"
+            )
         return self
 
     @property

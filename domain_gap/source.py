@@ -2,17 +2,23 @@
 
 Tensorleap calls every encoder, metadata and visualizer function separately for the same
 sample id; a small LRU cache keeps that to one decode and resize per sample. The config comes
-from ``$DOMAIN_GAP_CONFIG`` (a YAML path) or, when unset, the shipped sample config.
+from ``$DOMAIN_GAP_CONFIG`` (a YAML path) or, when unset, the shipped sample config. With
+``tensorleap.mitigation`` set, :func:`model_input` of a target-domain sample is that fix's
+output, fitted once per target on first use (:mod:`domain_gap.binder_mitigation`).
 """
 
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+from functools import cache, lru_cache
 
+import numpy as np
+
+from domain_gap import binder_mitigation
 from domain_gap.config import Config, load_config
 from domain_gap.data.dataset import DomainDataset, PreparedSample
 from domain_gap.data.records import SampleRecord
+from domain_gap.mitigations import Fitted
 
 CONFIG_ENV = "DOMAIN_GAP_CONFIG"
 
@@ -67,3 +73,32 @@ def _prepared(path: str | None, sample_id: str) -> PreparedSample:
 def prepared(sample_id: str) -> PreparedSample:
     """The sample at model-input size (decoded and resized once, then cached)."""
     return _prepared(_config_path(), sample_id)
+
+
+@cache
+def _fitted(path: str | None, domain: str) -> Fitted | None:
+    config = _config(path)
+    spec = binder_mitigation.platform_mitigation(config)
+    if spec is None or domain == config.source_domain:
+        return None
+    return binder_mitigation.fit_for_target(config, _dataset(path), spec, domain)
+
+
+def mitigation(sample_id: str) -> Fitted | None:
+    """The fitted ``tensorleap.mitigation`` applied to this sample (None: source or unset)."""
+    return _fitted(_config_path(), record(sample_id).domain)
+
+
+def mitigation_label(sample_id: str) -> str:
+    """The name of the mitigation in this sample's model input, or ``"none"``."""
+    if mitigation(sample_id) is None:
+        return binder_mitigation.NO_MITIGATION
+    return str(active_config().tensorleap.mitigation)
+
+
+def model_input(sample_id: str) -> np.ndarray:
+    """The normalised model input (3, H, W) float32, mitigated for target-domain samples."""
+    s = prepared(sample_id)
+    return binder_mitigation.mitigated_input(
+        s.image, s.valid, active_config(), mitigation(sample_id)
+    )

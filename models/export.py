@@ -24,7 +24,9 @@ __all__ = [
     "OPSET",
     "PARITY_TOLERANCE",
     "ExportError",
+    "export_adabn",
     "export_checkpoint",
+    "export_model",
     "export_onnx",
     "onnx_parity",
 ]
@@ -140,31 +142,27 @@ def onnx_parity(
     }
 
 
-def export_checkpoint(
-    checkpoint: str | Path,
+def export_model(
+    model: DeepLabV3Plus,
     out: str | Path,
-    arch: str | None = None,
     height: int = 256,
     width: int = 512,
-    num_classes: int = 19,
-    output_stride: int = 16,
     tap: str = "aspp",
+    metadata: dict[str, str] | None = None,
     seed: int = 0,
+    images: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Load a checkpoint, export it to ONNX and check onnxruntime against torch.
+    """Export an in-memory model to ONNX and check onnxruntime against torch.
 
-    Parity is measured on a seeded batch of 2 normal-noise images; above
-    :data:`PARITY_TOLERANCE` the new file is removed and :class:`ExportError` raised.
+    Parity is measured on ``images`` (B, 3, height, width), by default a seeded batch of 2
+    normal-noise images; above :data:`PARITY_TOLERANCE` the new file is removed and
+    :class:`ExportError` raised.
     """
-    model, card = load_checkpoint(checkpoint, arch, num_classes, output_stride)
-    metadata = {"checkpoint": Path(checkpoint).name}
-    image = card.get("image") or {}
-    for key in ("mean", "std"):
-        if key in image:
-            metadata[f"input_{key}"] = ",".join(f"{float(v):.6g}" for v in image[key])
     out = Path(out)
     export_onnx(model, out, height, width, tap, metadata)
-    images = np.random.default_rng(seed).standard_normal((2, 3, height, width), dtype=np.float32)
+    if images is None:
+        rng = np.random.default_rng(seed)
+        images = rng.standard_normal((2, 3, height, width), dtype=np.float32)
     parity = onnx_parity(model, out, images, tap)
     if not parity["max_abs_diff"] <= PARITY_TOLERANCE:
         out.unlink(missing_ok=True)
@@ -176,7 +174,7 @@ def export_checkpoint(
         )
     return {
         "path": str(out),
-        "arch": card["arch"],
+        "arch": model.info.arch,
         "tap": tap,
         "height": height,
         "width": width,
@@ -184,3 +182,104 @@ def export_checkpoint(
         "tolerance": PARITY_TOLERANCE,
         **parity,
     }
+
+
+def _card_metadata(checkpoint: str | Path, card: dict[str, Any]) -> dict[str, str]:
+    metadata = {"checkpoint": Path(checkpoint).name}
+    image = card.get("image") or {}
+    for key in ("mean", "std"):
+        if key in image:
+            metadata[f"input_{key}"] = _csv(image[key])
+    return metadata
+
+
+def _csv(values: Any) -> str:
+    return ",".join(f"{float(v):.6g}" for v in values)
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    out: str | Path,
+    arch: str | None = None,
+    height: int = 256,
+    width: int = 512,
+    num_classes: int = 19,
+    output_stride: int = 16,
+    tap: str = "aspp",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Load a checkpoint, export it to ONNX and check parity (see :func:`export_model`)."""
+    model, card = load_checkpoint(checkpoint, arch, num_classes, output_stride)
+    report = export_model(model, out, height, width, tap, _card_metadata(checkpoint, card), seed)
+    return {**report, "arch": card["arch"]}
+
+
+def _adabn_spec(config: Any) -> Any:
+    spec = next((m for m in config.analysis.mitigations if m.kind == "adabn"), None)
+    if spec is None:
+        kinds = [m.kind for m in config.analysis.mitigations]
+        raise ValueError(f"analysis.mitigations has no adabn entry to export (kinds: {kinds})")
+    return spec
+
+
+def _parity_frames(config: Any, dataset: Any, records: Any, height: int, width: int) -> Any:
+    """Up to 2 target fit frames as normalised model inputs at the export size.
+
+    AdaBN fits BN to target frames; on noise its outputs grow large (|logits| in the tens),
+    where float32 rounding alone exceeds the absolute tolerance, so parity is checked on the
+    frames the statistics describe."""
+    from domain_gap.data.dataset import DomainDataset
+    from domain_gap.encoders import normalize_image
+
+    if (height, width) != (config.image.height, config.image.width):
+        image = config.image.model_copy(update={"height": height, "width": width})
+        dataset = DomainDataset(config.model_copy(update={"image": image}))
+    frames = [dataset.prepare(r).image for r in records[:2]]
+    return normalize_image(np.stack(frames), config.image.mean, config.image.std)
+
+
+def export_adabn(
+    checkpoint: str | Path,
+    out: str | Path,
+    config: Any,
+    target: str | None = None,
+    arch: str | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    num_classes: int = 19,
+    output_stride: int = 16,
+) -> dict[str, Any]:
+    """Fit the ``adabn`` entry of ``config.analysis.mitigations`` on ``target`` (default: the
+    first non-source domain) as the what-if does, then export the adapted model with the
+    parity check (on target fit frames). ``config`` (a ``domain_gap.config.Config``) supplies
+    data, fit frames, options, tap, normalisation and the default input size; ``checkpoint``
+    is the model adapted."""
+    from domain_gap.analysis.extract import TorchRunner
+    from domain_gap.binder_mitigation import fit_for_target, fit_records
+    from domain_gap.data.dataset import DomainDataset
+    from models.device import select_device
+
+    spec = _adabn_spec(config)
+    target = target or next((d.name for d in config.domains if d.name != config.source_domain), "")
+    height, width = height or config.image.height, width or config.image.width
+    model_cfg = config.model.model_copy(update={"checkpoint": str(Path(checkpoint).resolve())})
+    config = config.model_copy(update={"model": model_cfg})
+    model, card = load_checkpoint(checkpoint, arch or config.model.arch, num_classes, output_stride)
+    device = select_device(config.model.device)
+    runner = TorchRunner(model.to(device).eval(), device, config.model.tap)
+    dataset = DomainDataset(config)
+    fitted = fit_for_target(config, dataset, spec, target, runner=runner)
+    adapted = fitted.adapt_model(model).cpu().eval()
+    frames = _parity_frames(config, dataset, fit_records(config, dataset, target)[1], height, width)
+    metadata = {
+        **_card_metadata(checkpoint, card),
+        "input_mean": _csv(config.image.mean),
+        "input_std": _csv(config.image.std),
+        "mitigation": spec.label,
+        "adabn_target": target,
+        "adabn_fit_key": fitted.key(),
+        **{f"adabn_{k}": str(v) for k, v in fitted.params().items()},
+    }
+    report = export_model(adapted, out, height, width, config.model.tap, metadata, images=frames)
+    info = {"mitigation": spec.label, "target": target, "fit_key": fitted.key()}
+    return {**report, "arch": card["arch"], **info, **fitted.params()}

@@ -161,6 +161,7 @@ def test_metadata_from_data_never_invented(binder) -> None:
     cs = next(s for s in val.sample_ids if s.startswith("cityscapes/"))
     kt = next(s for s in val.sample_ids if s.startswith("kitti/"))
     assert binder.domain(cs, val) == "cityscapes" and binder.domain(kt, val) == "kitti"
+    assert binder.mitigation(cs, val) == binder.mitigation(kt, val) == "none"  # none configured
     record = binder.source.record(cs)
     vehicle_file = Path(record.vehicle_path)  # records hold full locations
     truth = json.loads(vehicle_file.read_text())

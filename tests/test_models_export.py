@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
+import yaml
 
+from domain_gap import encoders
 from models import build_model, image_embedding, save_checkpoint
 from models.export import ExportError, export_checkpoint, export_onnx, onnx_parity
 
 torch.set_num_threads(1)
+DEMO_CKPT = Path(__file__).resolve().parent.parent / "models" / "demo" / "deeplabv3plus_demo.pt"
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +110,84 @@ def test_cli_export_onnx(tmp_path: Path) -> None:
     bad = CliRunner().invoke(app, [*args, "--arch", "deeplabv3plus_resnet50"])
     assert bad.exit_code == 2
     assert "best fit: arch=deeplabv3plus_mobilenet" in bad.output
+
+
+def _adabn_config(config_for: Any, root: Path, tmp: Path, ckpt: Path, fixes: list) -> Any:
+    return config_for(
+        root,
+        top={
+            "cache_dir": str(tmp / "cache"),
+            "model": {"checkpoint": str(ckpt), "batch_size": 4, "device": "cpu"},
+            "analysis": {"mitigations": fixes, "mitigation_fit": {"max_images": 4}},
+        },
+    )
+
+
+def test_adabn_export_is_the_adapted_model(
+    tiny_sample: Path, tmp_path: Path, config_for: Any
+) -> None:
+    """The exported ONNX carries the AdaBN statistics: it differs from the plain export and
+    equals the adapted torch model (fitted as the what-if fits it) within the tolerance.
+
+    The trained demo model: a random network's BN statistics on flat synthetic frames are
+    ill-conditioned enough that float32 rounding alone breaks the 1e-4 parity."""
+    from domain_gap.binder_mitigation import fit_for_target
+    from domain_gap.data.dataset import DomainDataset
+    from models import load_checkpoint
+    from models.export import PARITY_TOLERANCE, export_adabn
+
+    ckpt = DEMO_CKPT
+    fixes = [{"kind": "rgb_normalize"}, {"kind": "adabn", "options": {"batch_size": 2}}]
+    config = _adabn_config(config_for, tiny_sample, tmp_path, ckpt, fixes)
+    report = export_adabn(ckpt, tmp_path / "adapted.onnx", config)  # the config's 128x256
+    assert report["target"] == "kitti" and report["mitigation"] == "adabn"
+    assert report["max_abs_diff"] <= PARITY_TOLERANCE and report["n_images"] >= 2
+    export_checkpoint(ckpt, tmp_path / "plain.onnx", height=128, width=256)
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "adapted.onnx")).metadata_props}
+    assert meta["adabn_target"] == "kitti" and meta["adabn_fit_key"] == report["fit_key"]
+
+    dataset = DomainDataset(config)
+    kitti = [dataset.prepare(r) for r in dataset.select(domain="kitti", subset="val")[:2]]
+    x = np.stack(
+        [encoders.normalize_image(p.image, config.image.mean, config.image.std) for p in kitti]
+    )
+    adapted_onnx = _run(tmp_path / "adapted.onnx", x)
+    plain_onnx = _run(tmp_path / "plain.onnx", x)
+    fitted = fit_for_target(config, dataset, config.analysis.mitigations[1], "kitti")  # cached
+    assert fitted.key() == report["fit_key"]
+    adapted = fitted.adapt_model(load_checkpoint(ckpt)[0]).eval()
+    with torch.no_grad():
+        taps = adapted.forward_taps(torch.from_numpy(x))
+    torch_out = (taps["logits"].numpy(), image_embedding(taps, "aspp").numpy())
+    for onnx_out, plain, ref in zip(adapted_onnx, plain_onnx, torch_out, strict=True):
+        np.testing.assert_allclose(onnx_out, ref, atol=PARITY_TOLERANCE, rtol=0)
+        assert np.abs(onnx_out - plain).max() > 100 * PARITY_TOLERANCE  # BN statistics changed
+
+
+def _run(path: Path, x: np.ndarray) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["logits", "embedding"], {"image": x})
+
+
+def test_cli_adabn_export_without_an_adabn_entry_is_one_line(
+    tiny_sample: Path, tiny_ckpt: Path, tmp_path: Path, config_for: Any
+) -> None:
+    from typer.testing import CliRunner
+
+    from domain_gap.cli import app
+
+    config = _adabn_config(
+        config_for, tiny_sample, tmp_path, tiny_ckpt, [{"kind": "rgb_normalize"}]
+    )
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    out = tmp_path / "a.onnx"
+    args = ["export-onnx", "--checkpoint", str(tiny_ckpt), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--adabn-config", str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:")
+    assert "adabn" in lines[0] and "analysis.mitigations" in lines[0]
+    assert not out.exists()
+    target_alone = CliRunner().invoke(app, [*args, "--adabn-target", "kitti"])
+    assert target_alone.exit_code == 2 and "--adabn-config" in target_alone.stderr
