@@ -142,3 +142,31 @@ def test_rerun_reads_fits_and_passes_from_the_cache(
     again = run_analysis(whatif_config, tmp_path, progress=False, runner=NoModel())
     first = json.loads(outputs["summary"].read_text())["mitigations"]
     assert json.loads(again["summary"].read_text())["mitigations"] == first
+
+
+def test_a_regenerated_sample_is_fitted_anew(tmp_path: Path, tiny_ckpt: Path, config_for: Any):
+    """Same sample ids, new pixels: the cached fit of the old data must not be served."""
+    from domain_gap.analysis.mitigate import fit_mitigation
+    from domain_gap.data.sample import write_sample
+
+    def fitted_mean() -> list[float]:
+        config = config_for(
+            tmp_path,
+            top={
+                "cache_dir": str(tmp_path / "cache"),
+                "model": {"checkpoint": str(tiny_ckpt)},
+                "analysis": {"mitigations": [{"kind": "rgb_normalize"}]},
+            },
+        )
+        dataset = DomainDataset(config)
+        evaluated = [r.sample_id for r in dataset.records if r.subset == "val"]
+        src, tgt, fit = choose_fit_records(config, dataset, "cityscapes", "kitti", evaluated)
+        cache = FeatureCache.for_config(config)
+        spec = config.analysis.mitigations[0]
+        return fit_mitigation(config, dataset, spec, (src, tgt), fit, cache).params()["target_mean"]
+
+    write_sample(tmp_path, seed=0, size="test", progress=False)
+    first = fitted_mean()
+    assert fitted_mean() == first  # the second fit comes from the cache
+    write_sample(tmp_path, seed=1, size="test", progress=False)
+    assert fitted_mean() != pytest.approx(first)

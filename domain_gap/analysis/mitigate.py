@@ -24,6 +24,7 @@ from domain_gap.analysis.extract import (
     Features,
     LazyRunner,
     TorchRunner,
+    cache_source,
     extract_domain,
 )
 from domain_gap.atomic import write_atomic
@@ -45,6 +46,8 @@ class FitSet:
     target_subsets: tuple[str, ...]
     source_ids: tuple[str, ...]
     target_ids: tuple[str, ...]
+    domains: tuple[str, str] = ("", "")
+    """(source, target) domain names."""
 
 
 def _pick(records: Sequence[Any], k: int, seed: int, salt: str) -> list[Any]:
@@ -85,15 +88,19 @@ def choose_fit_records(
         tuple(fit.subsets),
         tuple(r.sample_id for r in src),
         tuple(r.sample_id for r in tgt),
+        (source, target),
     )
     return src, tgt, fit_set
 
 
 def _fit_key(config: Config, spec: MitigationConfig, fit_set: FitSet, model_hash: str) -> str:
+    """What a fit depends on: the recipe, the fit frames (ids, and the data they come from, as the
+    shards are keyed), the preprocessing and, for AdaBN, the weights."""
     payload = {
         "kind": spec.kind,
         "options": spec.options,
         "fit": [fit_set.source_ids, fit_set.target_ids],
+        "data": [cache_source(config, d) for d in fit_set.domains],
         "prep": prep_settings(config),
         "model": model_hash if spec.kind == "adabn" else None,
     }
