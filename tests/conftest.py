@@ -112,3 +112,10 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("pipeline_model") / "tiny.pt"
     save_checkpoint(model, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def whatif_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One feature cache for the what-if runs on the tiny sample: the baseline pass, the fits
+    and the mitigated passes they share are computed once."""
+    return tmp_path_factory.mktemp("whatif_cache")

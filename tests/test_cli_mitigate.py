@@ -16,11 +16,13 @@ from domain_gap.cli import app
 FIXES = [{"kind": "rgb_normalize"}, {"kind": "histogram_match", "name": "hist"}]
 
 
-def _write_config(config_for: Any, root: Path, tmp: Path, ckpt: Path, fixes: list) -> Path:
+def _write_config(
+    config_for: Any, root: Path, tmp: Path, ckpt: Path, fixes: list, cache: Path | None = None
+) -> Path:
     config = config_for(
         root,
         top={
-            "cache_dir": str(tmp / "cache"),
+            "cache_dir": str(cache or tmp / "cache"),
             "model": {"checkpoint": str(ckpt), "batch_size": 4, "device": "cpu"},
             "analysis": {
                 "clusters": 3,
@@ -71,9 +73,9 @@ def test_no_mitigations_configured_fails_in_one_line(
 
 @pytest.mark.slow
 def test_only_runs_exactly_the_named_fix(
-    tiny_sample: Path, tiny_ckpt: Path, tmp_path: Path, config_for: Any
+    tiny_sample: Path, tiny_ckpt: Path, tmp_path: Path, config_for: Any, whatif_cache: Path
 ) -> None:
-    config = _write_config(config_for, tiny_sample, tmp_path, tiny_ckpt, FIXES)
+    config = _write_config(config_for, tiny_sample, tmp_path, tiny_ckpt, FIXES, whatif_cache)
     out = tmp_path / "out"
     result = _invoke(config, out, "--only", "rgb_normalize")
     assert result.exit_code == 0, result.output

@@ -32,7 +32,11 @@ TAGS = {
 
 @pytest.fixture(scope="module")
 def rendered(
-    tiny_sample: Path, tiny_ckpt: Path, config_for: Any, tmp_path_factory: pytest.TempPathFactory
+    tiny_sample: Path,
+    tiny_ckpt: Path,
+    config_for: Any,
+    whatif_cache: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Summary, ReportAssets, str]:
     """run_analysis with two fixes; the Summary and assets it rendered, and the page."""
     import domain_gap.report.html as html_module
@@ -41,7 +45,7 @@ def rendered(
     config = config_for(
         tiny_sample,
         top={
-            "cache_dir": str(tmp_path_factory.mktemp("report_whatif_cache")),
+            "cache_dir": str(whatif_cache),
             "model": {"checkpoint": str(tiny_ckpt), "batch_size": 4, "device": "cpu"},
             "analysis": {
                 "clusters": 3,

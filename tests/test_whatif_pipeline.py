@@ -24,12 +24,11 @@ FIXES = [
 
 
 @pytest.fixture(scope="module")
-def whatif_config(tiny_sample: Path, tiny_ckpt: Path, config_for: Any, tmp_path_factory: Any):
-    cache = tmp_path_factory.mktemp("whatif_cache")
+def whatif_config(tiny_sample: Path, tiny_ckpt: Path, config_for: Any, whatif_cache: Path):
     return config_for(
         tiny_sample,
         top={
-            "cache_dir": str(cache),
+            "cache_dir": str(whatif_cache),
             "model": {"checkpoint": str(tiny_ckpt), "batch_size": 4, "device": "cpu"},
             "analysis": {
                 "clusters": 3,
