@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -248,6 +249,47 @@ def read_model_card(cache: FeatureCache) -> dict[str, Any]:
         return {}
 
 
+@dataclass(frozen=True)
+class Forwarded:
+    """One batch after the model: the (possibly mitigated) samples and the model's outputs."""
+
+    prepared: Sequence[Any]
+    labels: np.ndarray
+    valid: np.ndarray
+    labelled: np.ndarray
+    out: Mapping[str, np.ndarray]
+
+
+def forward_batch(
+    runner: Runner, prepared: Sequence[Any], config: Config, transform: Any = None
+) -> Forwarded:
+    """Normalise a batch of ``PreparedSample`` (``transform``, a fitted mitigation, maps each
+    image first) and run the model on it."""
+    if transform is not None:
+        prepared = [_transformed(p, transform) for p in prepared]
+    images = np.stack([p.image for p in prepared])
+    labels = np.stack(
+        [
+            p.label if p.label is not None else np.full(images.shape[1:3], IGNORE_INDEX, np.uint8)
+            for p in prepared
+        ]
+    ).astype(np.uint8)
+    x = normalize_image(images, config.image.mean, config.image.std)
+    out = runner(x, labels)
+    if out["logits"].shape[2:] != labels.shape[1:]:
+        raise ExtractionError(
+            f"model logits are {out['logits'].shape[2:]}, expected the input size "
+            f"{labels.shape[1:]}"
+        )
+    return Forwarded(
+        prepared,
+        labels,
+        np.stack([np.asarray(p.valid, dtype=bool) for p in prepared]),
+        np.array([p.label is not None for p in prepared]),
+        out,
+    )
+
+
 def compute_records(
     runner: Runner, prepared: Sequence[Any], config: Config, transform: Any = None
 ) -> list[dict[str, np.ndarray]]:
@@ -257,25 +299,15 @@ def compute_records(
     then describes the transformed image (rounded to uint8). Returns one dict of arrays per
     sample (the shard content, see :data:`RECORD_FIELDS`).
     """
+    return batch_records(forward_batch(runner, prepared, config, transform), config)
+
+
+def batch_records(batch: Forwarded, config: Config) -> list[dict[str, np.ndarray]]:
+    """The per-sample records of a forwarded batch, from the pure ``metrics``/``metadata``."""
     num_classes = config.model.num_classes
-    if transform is not None:
-        prepared = [_transformed(p, transform) for p in prepared]
-    images = np.stack([p.image for p in prepared])
-    valid = np.stack([np.asarray(p.valid, dtype=bool) for p in prepared])
-    labelled = np.array([p.label is not None for p in prepared])
-    labels = np.stack(
-        [
-            p.label if p.label is not None else np.full(images.shape[1:3], IGNORE_INDEX, np.uint8)
-            for p in prepared
-        ]
-    ).astype(np.uint8)
-    x = normalize_image(images, config.image.mean, config.image.std)
-    out = runner(x, labels)
+    labels, valid, labelled, out = batch.labels, batch.valid, batch.labelled, batch.out
+    n = len(batch.prepared)
     logits = np.ascontiguousarray(out["logits"], dtype=np.float32)
-    if logits.shape[2:] != labels.shape[1:]:
-        raise ExtractionError(
-            f"model logits are {logits.shape[2:]}, expected the input size {labels.shape[1:]}"
-        )
     loss = sample_loss(logits, labels).astype(np.float64)
     pred = predict(logits)
     cm = confusion_matrices(pred, labels, num_classes)
@@ -283,46 +315,46 @@ def compute_records(
     miou = sample_miou(cm)
     acc = pixel_accuracy(cm)
     probs = softmax(logits)
-    n_valid = np.maximum(valid.reshape(len(prepared), -1).sum(axis=1), 1)
+    n_valid = np.maximum(valid.reshape(n, -1).sum(axis=1), 1)
     prob_mean = (probs * valid[:, None]).sum(axis=(2, 3)) / n_valid[:, None]
     calibration = calibration_bins(probs, labels, valid, CALIBRATION_BINS, kind="probs")
     del probs
     pred_frac = class_pixel_fractions(np.where(valid, pred, IGNORE_INDEX), num_classes)
+    return [
+        {
+            "embedding": out["embedding"][i].astype(np.float32),
+            "class_emb": out["class_emb"][i].astype(np.float16),
+            "class_counts": out["class_counts"][i].astype(np.int64),
+            "loss": np.asarray(loss[i] if labelled[i] else np.nan),  # not 0.0: no label
+            "miou": np.asarray(miou[i], dtype=np.float64),
+            "class_iou": class_iou[i].astype(np.float64),
+            "pixel_acc": np.asarray(acc[i], dtype=np.float64),
+            "confusion": cm[i],
+            "prob_mean": prob_mean[i].astype(np.float64),
+            "pred_frac": pred_frac[i].astype(np.float64),
+            "pred_small": np.where(valid[i], pred[i], IGNORE_INDEX)[
+                ::PRED_STRIDE, ::PRED_STRIDE
+            ].astype(np.uint8),
+            "labelled": np.asarray(bool(labelled[i])),
+            "calibration": calibration[i].astype(np.float64),
+            "metadata": np.asarray(json.dumps(_jsonable(_metadata(p)), sort_keys=True)),
+        }
+        for i, p in enumerate(batch.prepared)
+    ]
 
-    records = []
-    for i, p in enumerate(prepared):
-        rec = p.record
-        meta = compute_metadata(
-            _as_uint8(p.image),
-            p.label,
-            p.valid,
-            domain=rec.domain,
-            group=rec.group,
-            file_name=rec.file_name,
-            orig_hw=p.orig_hw,
-            vehicle=p.vehicle,
-        )
-        records.append(
-            {
-                "embedding": out["embedding"][i].astype(np.float32),
-                "class_emb": out["class_emb"][i].astype(np.float16),
-                "class_counts": out["class_counts"][i].astype(np.int64),
-                "loss": np.asarray(loss[i] if labelled[i] else np.nan),  # not 0.0: no label
-                "miou": np.asarray(miou[i], dtype=np.float64),
-                "class_iou": class_iou[i].astype(np.float64),
-                "pixel_acc": np.asarray(acc[i], dtype=np.float64),
-                "confusion": cm[i],
-                "prob_mean": prob_mean[i].astype(np.float64),
-                "pred_frac": pred_frac[i].astype(np.float64),
-                "pred_small": np.where(valid[i], pred[i], IGNORE_INDEX)[
-                    ::PRED_STRIDE, ::PRED_STRIDE
-                ].astype(np.uint8),
-                "labelled": np.asarray(bool(labelled[i])),
-                "calibration": calibration[i].astype(np.float64),
-                "metadata": np.asarray(json.dumps(_jsonable(meta), sort_keys=True)),
-            }
-        )
-    return records
+
+def _metadata(p: Any) -> dict[str, Any]:
+    rec = p.record
+    return compute_metadata(
+        _as_uint8(p.image),
+        p.label,
+        p.valid,
+        domain=rec.domain,
+        group=rec.group,
+        file_name=rec.file_name,
+        orig_hw=p.orig_hw,
+        vehicle=p.vehicle,
+    )
 
 
 def _transformed(sample: Any, transform: Any) -> Any:
@@ -396,15 +428,26 @@ def extract_domain(
         runner = runner or LazyRunner(config, cache)
         desc = f"extract {domain}" + (f" ({label})" if label else "")
         bar = tqdm(total=len(missing), desc=desc, unit="img", disable=not progress)
-        with bar:
+
+        def finish(chunk: Sequence[int], batch: Forwarded) -> None:
+            for i, arrays in zip(chunk, batch_records(batch, config), strict=True):
+                cache.save(domain, records[i].sample_id, arrays, source)
+                shards[i] = _drop_mask(arrays)
+            bar.update(len(chunk))
+
+        # The numpy post-processing of batch k (one thread) runs while the model forwards
+        # batch k + 1 (the other threads); at most one batch is in flight, so an interrupted
+        # pass loses at most two batches and resumes from the cache.
+        with bar, ThreadPoolExecutor(max_workers=1) as writer:
+            pending: Future[None] | None = None
             for chunk in _batches(missing, config.model.batch_size):
                 prepared = [dataset.prepare(records[i]) for i in chunk]
-                computed = compute_records(runner, prepared, config, transform)
-                del prepared
-                for i, arrays in zip(chunk, computed, strict=True):
-                    cache.save(domain, records[i].sample_id, arrays, source)
-                    shards[i] = _drop_mask(arrays)
-                bar.update(len(chunk))
+                batch = forward_batch(runner, prepared, config, transform)
+                if pending is not None:
+                    pending.result()
+                pending = writer.submit(finish, chunk, batch)
+            if pending is not None:
+                pending.result()
     return _assemble(records, [s for s in shards if s is not None])
 
 
