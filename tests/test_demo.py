@@ -101,3 +101,18 @@ def test_two_halves_of_the_source_show_no_significant_gap(demo_out: Path) -> Non
     p_values = np.array(p_values)
     assert (p_values < 0.05).sum() <= 6
     assert np.median(p_values) > 0.2
+
+
+def test_readme_demo_gains_are_the_golden_summary_s() -> None:
+    """The README's what-if table quotes the demo: its numbers must be the summary's."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = json.loads(GOLDEN.read_text())["mitigations"]["kitti"]
+    for m in section["mitigations"]:
+        d = m["deltas"]
+        loss = f"\u2212{-100 * d['loss']['delta'] / d['loss']['before']:.0f}%"
+        miou = (
+            f"+{100 * d['miou']['delta']:.1f} "
+            f"[{100 * d['miou']['ci_low']:.1f}, {100 * d['miou']['ci_high']:.1f}]"
+        )
+        share = f"{100 * m['recovery']['fraction_of_appearance']['value']:.0f}%"
+        assert f"| {m['name']} | {loss} | {miou} | {share} |" in readme, m["name"]
