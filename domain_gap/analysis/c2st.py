@@ -11,8 +11,8 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from domain_gap.analysis.paired import DeltaEstimate
-from domain_gap.analysis.results import NO_INTERVAL, C2STResult, GapTest
+from domain_gap.analysis.paired import delta_estimate
+from domain_gap.analysis.results import NO_INTERVAL, C2STResult, DeltaEstimate, GapTest
 from domain_gap.analysis.stats_utils import as_matrix, check_same_dim
 
 __all__ = ["c2st", "c2st_gap_tests", "delong_auc", "paired_auc_delta"]
@@ -178,19 +178,13 @@ def paired_auc_delta(
     for b in range(n_boot):
         ix, iy = rng.integers(0, n, n), n + rng.integers(0, m, m)
         reps[b] = delong_auc(p1[iy], p1[ix])[0] - delong_auc(p0[iy], p0[ix])[0]
-    lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
-    return DeltaEstimate(
-        name="C2ST AUC",
-        before=before.auc,
-        after=after.auc,
-        delta=after.auc - before.auc,
-        ci_low=float(lo),
-        ci_high=float(hi),
-        significant=not lo <= 0.0 <= hi,
-        n=m,
-        alpha=float(alpha),
-        ci_method=(
-            f"paired percentile bootstrap of the out-of-fold scores, {n_boot} resamples "
-            "(classifiers not refitted per resample)"
-        ),
+    return delta_estimate(
+        "C2ST AUC",
+        before.auc,
+        after.auc,
+        reps,
+        m,
+        alpha,
+        f"paired percentile bootstrap of the out-of-fold scores, {n_boot} resamples "
+        "(classifiers not refitted per resample)",
     )

@@ -16,8 +16,8 @@ from domain_gap.analysis.kernels import (
     permutation_forms,
     pooled,
 )
-from domain_gap.analysis.paired import DeltaEstimate
-from domain_gap.analysis.results import NO_INTERVAL, GapTest, Interval, MMDResult
+from domain_gap.analysis.paired import delta_estimate
+from domain_gap.analysis.results import NO_INTERVAL, DeltaEstimate, GapTest, Interval, MMDResult
 from domain_gap.analysis.stats_utils import as_matrix, check_same_dim, percentile_interval
 
 __all__ = [
@@ -307,20 +307,14 @@ def paired_mmd_delta(
     )
     before = _unbiased_from_counts(k[bx, bx], k[b0, b0], k[bx, b0], cx, cy)
     after = _unbiased_from_counts(k[bx, bx], k[b1, b1], k[bx, b1], cx, cy)
-    lo, hi = percentile_interval(after[1:] - before[1:], alpha)
-    return DeltaEstimate(
-        name="MMD²",
-        before=float(before[0]),
-        after=float(after[0]),
-        delta=float(after[0] - before[0]),
-        ci_low=lo,
-        ci_high=hi,
-        significant=lo is not None and hi is not None and not lo <= 0.0 <= hi,
-        n=m,
-        alpha=float(alpha),
-        ci_method=(
-            f"paired percentile bootstrap, {n_boot} resamples (one source and one target draw "
-            "per resample, the target draw applied before and after; copies of a row excluded)"
-        ),
+    return delta_estimate(
+        "MMD²",
+        float(before[0]),
+        float(after[0]),
+        after[1:] - before[1:],
+        m,
+        alpha,
+        f"paired percentile bootstrap, {n_boot} resamples (one source and one target draw per "
+        "resample, the target draw applied before and after; copies of a row excluded)",
         note="kernel bandwidth and standardisation frozen from the baseline",
     )

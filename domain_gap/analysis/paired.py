@@ -161,9 +161,17 @@ def excludes_zero(lo: float | None, hi: float | None) -> bool:
     return lo is not None and hi is not None and (lo > 0 or hi < 0)
 
 
-def _estimate(
-    name: str, before: float, after: float, reps: np.ndarray, n: int, alpha: float, how: str
+def delta_estimate(
+    name: str,
+    before: float,
+    after: float,
+    reps: np.ndarray,
+    n: int,
+    alpha: float,
+    how: str,
+    note: str = "",
 ) -> DeltaEstimate:
+    """``after - before`` with the percentile interval of its bootstrap replicates ``reps``."""
     lo, hi = percentile_interval(reps, alpha)
     b, a = fnum(before), fnum(after)
     return DeltaEstimate(
@@ -177,6 +185,7 @@ def _estimate(
         n=n,
         alpha=float(alpha),
         ci_method=how,
+        note=note,
     )
 
 
@@ -191,7 +200,7 @@ def _mean_delta(
     w = counts[:, keep]
     with np.errstate(invalid="ignore", divide="ignore"):
         reps = (w @ d) / w.sum(axis=1)
-    return _estimate(
+    return delta_estimate(
         name, before[keep].mean(), after[keep].mean(), reps, int(keep.sum()), alpha, how
     )
 
@@ -210,9 +219,9 @@ def _iou_deltas(
     rep_iou_b, rep_miou_b = weighted_iou(before, counts)
     rep_iou_a, rep_miou_a = weighted_iou(after, counts)
     n = int((before.sum(axis=(1, 2)) > 0).sum())
-    miou = _estimate("miou", miou_b, miou_a, rep_miou_a - rep_miou_b, n, alpha, how)
+    miou = delta_estimate("miou", miou_b, miou_a, rep_miou_a - rep_miou_b, n, alpha, how)
     per_class = [
-        _estimate(name, iou_b[k], iou_a[k], rep_iou_a[:, k] - rep_iou_b[:, k], n, alpha, how)
+        delta_estimate(name, iou_b[k], iou_a[k], rep_iou_a[:, k] - rep_iou_b[:, k], n, alpha, how)
         for k, name in enumerate(_class_names(before.shape[1]))
     ]
     classes = ClassDeltas(
@@ -240,7 +249,7 @@ def _ece_delta(
     rep_b = ece_from_bin_stack((counts @ before.reshape(b, -1)).reshape(-1, k, 3))
     rep_a = ece_from_bin_stack((counts @ after.reshape(b, -1)).reshape(-1, k, 3))
     n = int((before[..., 0].sum(axis=1) > 0).sum())
-    return _estimate("ece", ece_b, ece_a, rep_a - rep_b, n, alpha, how)
+    return delta_estimate("ece", ece_b, ece_a, rep_a - rep_b, n, alpha, how)
 
 
 # --------------------------------------------------------------------------------------------
