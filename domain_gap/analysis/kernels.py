@@ -26,6 +26,7 @@ __all__ = [
     "BootstrapColumns",
     "Dtype",
     "Kernel",
+    "kernel_block",
     "kernel_forms",
     "mmd2_from_forms",
     "permutation_forms",
@@ -44,7 +45,7 @@ class Kernel:
     dim: int = 1
 
 
-def _kernel_block(
+def kernel_block(
     a: np.ndarray, b: np.ndarray, a_sq: np.ndarray, b_sq: np.ndarray, kernel: Kernel
 ) -> np.ndarray:
     """Kernel values between row blocks ``a`` and ``b`` (in their dtype)."""
@@ -112,7 +113,7 @@ def kernel_forms(
         i1 = min(i0 + b, n_total)
         for j0 in starts[bi:]:
             j1 = min(j0 + b, n_total)
-            kb = _kernel_block(zz[i0:i1], zz[j0:j1], sq[i0:i1], sq[j0:j1], kernel)
+            kb = kernel_block(zz[i0:i1], zz[j0:j1], sq[i0:i1], sq[j0:j1], kernel)
             if i0 == j0:
                 np.fill_diagonal(kb, 0.0)
             contrib = np.einsum("ij,ij->j", w[i0:i1], kb @ w[j0:j1], dtype=np.float64)

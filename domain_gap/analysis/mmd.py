@@ -11,6 +11,7 @@ from domain_gap.analysis.kernels import (
     BootstrapColumns,
     Dtype,
     Kernel,
+    kernel_block,
     kernel_forms,
     mmd2_from_forms,
     permutation_forms,
@@ -294,7 +295,7 @@ def paired_mmd_delta(
     z = (np.vstack([xs, y0, y1]) - mean) / sd
     bw = check_bandwidth(bandwidth)
     sq = np.einsum("ij,ij->i", z, z)
-    k = np.exp(-np.maximum(sq[:, None] + sq[None, :] - 2.0 * z @ z.T, 0.0) / (2.0 * bw * bw))
+    k = kernel_block(z, z, sq, sq, Kernel("gaussian", bw))
     np.fill_diagonal(k, 0.0)
     n, m = len(xs), len(y0)
     bx, b0, b1 = slice(0, n), slice(n, n + m), slice(n + m, n + 2 * m)
