@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -35,12 +35,16 @@ def run_batch(
     device: torch.device | str = "cpu",
     tap: str = "aspp",
     labels: np.ndarray | None = None,
-) -> dict[str, np.ndarray]:
+    *,
+    logits_on_device: bool = False,
+) -> dict[str, Any]:
     """One forward pass in eval mode under ``torch.inference_mode()``.
 
     ``images`` are normalised ``(B, 3, H, W)`` float32. Returns numpy ``logits`` (B,C,H,W) and
     ``embedding`` (B,d) (:func:`image_embedding` of ``tap``); with ``labels`` (B,H,W) trainIds
     also ``class_embedding`` (B,C,d) and ``class_count`` (B,C) from the same tap.
+    ``logits_on_device`` keeps the logits a tensor on ``device``, for a caller that reduces
+    them there (the full-resolution logits are the one large output).
     """
     device = torch.device(device)
     x = torch.as_tensor(images, dtype=torch.float32)
@@ -48,7 +52,7 @@ def run_batch(
     with torch.inference_mode():
         taps = model.forward_taps(x.to(device))
         out = {
-            "logits": taps["logits"].float().cpu().numpy(),
+            "logits": taps["logits"] if logits_on_device else taps["logits"].float().cpu().numpy(),
             "embedding": image_embedding(taps, tap).float().cpu().numpy(),
         }
         if labels is not None:

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -30,17 +30,10 @@ from domain_gap.config import Config
 from domain_gap.encoders import normalize_image
 from domain_gap.labels import IGNORE_INDEX
 from domain_gap.metadata import compute_metadata
-from domain_gap.metrics import (
-    calibration_bins,
-    class_pixel_fractions,
-    confusion_matrices,
-    per_class_iou,
-    pixel_accuracy,
-    predict,
-    sample_loss,
-    sample_miou,
-    softmax,
-)
+from domain_gap.metrics import per_class_iou, pixel_accuracy, sample_miou
+
+if TYPE_CHECKING:
+    from domain_gap.metrics_torch import PixelSummary
 
 PRED_STRIDE = 4
 """The cached predicted mask keeps every 4th pixel (nearest), enough for report thumbnails."""
@@ -73,9 +66,10 @@ class ExtractionError(ValueError):
 class Runner(Protocol):
     """A model that maps a normalised batch and its labels to arrays (see :class:`TorchRunner`)."""
 
-    def __call__(self, x: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-        """``x`` (B,3,H,W) float32, ``labels`` (B,H,W) uint8 → ``logits`` (B,C,H,W),
-        ``embedding`` (B,d), ``class_emb`` (B,C,d), ``class_counts`` (B,C)."""
+    def __call__(self, x: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+        """``x`` (B,3,H,W) float32, ``labels`` (B,H,W) uint8 → ``logits`` (B,C,H,W) (numpy or
+        a torch tensor on the model's device), ``embedding`` (B,d), ``class_emb`` (B,C,d),
+        ``class_counts`` (B,C)."""
         ...
 
 
@@ -177,7 +171,7 @@ class TorchRunner:
     def __call__(self, x: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
         from models import run_batch
 
-        out = run_batch(self.model, x, self.device, self.tap, labels=labels)
+        out = run_batch(self.model, x, self.device, self.tap, labels=labels, logits_on_device=True)
         return {
             "logits": out["logits"],
             "embedding": out["embedding"],
@@ -251,20 +245,20 @@ def read_model_card(cache: FeatureCache) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Forwarded:
-    """One batch after the model: the (possibly mitigated) samples and the model's outputs."""
+    """One batch after the model: the (possibly mitigated) samples, the model's small outputs
+    (embeddings) and the per-pixel work already reduced to :class:`PixelSummary`."""
 
     prepared: Sequence[Any]
-    labels: np.ndarray
-    valid: np.ndarray
     labelled: np.ndarray
     out: Mapping[str, np.ndarray]
+    pixels: PixelSummary
 
 
 def forward_batch(
     runner: Runner, prepared: Sequence[Any], config: Config, transform: Any = None
 ) -> Forwarded:
     """Normalise a batch of ``PreparedSample`` (``transform``, a fitted mitigation, maps each
-    image first) and run the model on it."""
+    image first), run the model and reduce its logits where they are (torch, model's device)."""
     if transform is not None:
         prepared = [_transformed(p, transform) for p in prepared]
     images = np.stack([p.image for p in prepared])
@@ -275,19 +269,19 @@ def forward_batch(
         ]
     ).astype(np.uint8)
     x = normalize_image(images, config.image.mean, config.image.std)
-    out = runner(x, labels)
-    if out["logits"].shape[2:] != labels.shape[1:]:
+    out = dict(runner(x, labels))
+    logits = out.pop("logits")
+    if tuple(logits.shape[2:]) != labels.shape[1:]:
         raise ExtractionError(
-            f"model logits are {out['logits'].shape[2:]}, expected the input size "
+            f"model logits are {tuple(logits.shape[2:])}, expected the input size "
             f"{labels.shape[1:]}"
         )
-    return Forwarded(
-        prepared,
-        labels,
-        np.stack([np.asarray(p.valid, dtype=bool) for p in prepared]),
-        np.array([p.label is not None for p in prepared]),
-        out,
-    )
+    from domain_gap.metrics_torch import summarize_pixels  # torch: not on the platform's path
+
+    valid = np.stack([np.asarray(p.valid, dtype=bool) for p in prepared])
+    pixels = summarize_pixels(logits, labels, valid, CALIBRATION_BINS, PRED_STRIDE)
+    labelled = np.array([p.label is not None for p in prepared])
+    return Forwarded(prepared, labelled, out, pixels)
 
 
 def compute_records(
@@ -299,44 +293,32 @@ def compute_records(
     then describes the transformed image (rounded to uint8). Returns one dict of arrays per
     sample (the shard content, see :data:`RECORD_FIELDS`).
     """
-    return batch_records(forward_batch(runner, prepared, config, transform), config)
+    return batch_records(forward_batch(runner, prepared, config, transform))
 
 
-def batch_records(batch: Forwarded, config: Config) -> list[dict[str, np.ndarray]]:
-    """The per-sample records of a forwarded batch, from the pure ``metrics``/``metadata``."""
-    num_classes = config.model.num_classes
-    labels, valid, labelled, out = batch.labels, batch.valid, batch.labelled, batch.out
-    n = len(batch.prepared)
-    logits = np.ascontiguousarray(out["logits"], dtype=np.float32)
-    loss = sample_loss(logits, labels).astype(np.float64)
-    pred = predict(logits)
-    cm = confusion_matrices(pred, labels, num_classes)
+def batch_records(batch: Forwarded) -> list[dict[str, np.ndarray]]:
+    """The per-sample records of a forwarded batch: IoUs from its confusion matrices and the
+    metadata of its images (numpy, host side; runs on the writer thread)."""
+    px, out, labelled = batch.pixels, batch.out, batch.labelled
+    cm = px.confusion
     class_iou = per_class_iou(cm)
     miou = sample_miou(cm)
     acc = pixel_accuracy(cm)
-    probs = softmax(logits)
-    n_valid = np.maximum(valid.reshape(n, -1).sum(axis=1), 1)
-    prob_mean = (probs * valid[:, None]).sum(axis=(2, 3)) / n_valid[:, None]
-    calibration = calibration_bins(probs, labels, valid, CALIBRATION_BINS, kind="probs")
-    del probs
-    pred_frac = class_pixel_fractions(np.where(valid, pred, IGNORE_INDEX), num_classes)
     return [
         {
-            "embedding": out["embedding"][i].astype(np.float32),
-            "class_emb": out["class_emb"][i].astype(np.float16),
-            "class_counts": out["class_counts"][i].astype(np.int64),
-            "loss": np.asarray(loss[i] if labelled[i] else np.nan),  # not 0.0: no label
+            "embedding": np.asarray(out["embedding"][i], dtype=np.float32),
+            "class_emb": np.asarray(out["class_emb"][i]).astype(np.float16),
+            "class_counts": np.asarray(out["class_counts"][i]).astype(np.int64),
+            "loss": np.asarray(px.loss[i] if labelled[i] else np.nan),  # not 0.0: no label
             "miou": np.asarray(miou[i], dtype=np.float64),
             "class_iou": class_iou[i].astype(np.float64),
             "pixel_acc": np.asarray(acc[i], dtype=np.float64),
             "confusion": cm[i],
-            "prob_mean": prob_mean[i].astype(np.float64),
-            "pred_frac": pred_frac[i].astype(np.float64),
-            "pred_small": np.where(valid[i], pred[i], IGNORE_INDEX)[
-                ::PRED_STRIDE, ::PRED_STRIDE
-            ].astype(np.uint8),
+            "prob_mean": px.prob_mean[i],
+            "pred_frac": px.pred_frac[i],
+            "pred_small": px.pred_small[i],
             "labelled": np.asarray(bool(labelled[i])),
-            "calibration": calibration[i].astype(np.float64),
+            "calibration": px.calibration[i],
             "metadata": np.asarray(json.dumps(_jsonable(_metadata(p)), sort_keys=True)),
         }
         for i, p in enumerate(batch.prepared)
@@ -430,25 +412,50 @@ def extract_domain(
         bar = tqdm(total=len(missing), desc=desc, unit="img", disable=not progress)
 
         def finish(chunk: Sequence[int], batch: Forwarded) -> None:
-            for i, arrays in zip(chunk, batch_records(batch, config), strict=True):
+            for i, arrays in zip(chunk, batch_records(batch), strict=True):
                 cache.save(domain, records[i].sample_id, arrays, source)
                 shards[i] = _drop_mask(arrays)
             bar.update(len(chunk))
 
-        # The numpy post-processing of batch k (one thread) runs while the model forwards
-        # batch k + 1 (the other threads); at most one batch is in flight, so an interrupted
-        # pass loses at most two batches and resumes from the cache.
-        with bar, ThreadPoolExecutor(max_workers=1) as writer:
-            pending: Future[None] | None = None
-            for chunk in _batches(missing, config.model.batch_size):
-                prepared = [dataset.prepare(records[i]) for i in chunk]
-                batch = forward_batch(runner, prepared, config, transform)
-                if pending is not None:
-                    pending.result()
-                pending = writer.submit(finish, chunk, batch)
+        def load(chunk: Sequence[int]) -> list[Any]:
+            prepared = [dataset.prepare(records[i]) for i in chunk]
+            return prepared if transform is None else [_transformed(p, transform) for p in prepared]
+
+        with bar:
+            _pipelined(
+                list(_batches(missing, config.model.batch_size)),
+                load,
+                lambda prepared: forward_batch(runner, prepared, config),
+                finish,
+            )
+    return _assemble(records, [s for s in shards if s is not None])
+
+
+def _pipelined(
+    chunks: Sequence[Sequence[int]],
+    load: Callable[[Sequence[int]], list[Any]],
+    forward: Callable[[list[Any]], Forwarded],
+    finish: Callable[[Sequence[int], Forwarded], None],
+) -> None:
+    """Run ``forward`` on this thread (the model's threads) while a loader thread decodes (and
+    mitigates) the next chunk and a writer thread computes the metadata of the previous batch
+    and writes its shards. At most one batch waits on each side, so memory stays flat and an
+    interrupted pass loses at most two batches; errors surface where they happen.
+    """
+    if not chunks:
+        return
+    with ThreadPoolExecutor(1) as loader, ThreadPoolExecutor(1) as writer:
+        upcoming = loader.submit(load, chunks[0])
+        pending: Future[None] | None = None
+        for k, chunk in enumerate(chunks):
+            prepared = upcoming.result()
+            if k + 1 < len(chunks):
+                upcoming = loader.submit(load, chunks[k + 1])
+            batch = forward(prepared)
             if pending is not None:
                 pending.result()
-    return _assemble(records, [s for s in shards if s is not None])
+            pending = writer.submit(finish, chunk, batch)
+        pending.result()
 
 
 def _drop_mask(shard: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:

@@ -1,0 +1,134 @@
+"""The per-pixel half of :mod:`domain_gap.metrics`, for a whole batch in torch, in one pass.
+
+The extraction pass reduces each image's ``(C, H, W)`` logits to a few small arrays (loss,
+confusion matrix, mean probabilities, calibration counts, predicted mask). Doing that in numpy
+on one thread cost about as much as the forward pass; here it runs on the model's device and
+threads, with one max and one exp over the logits feeding every output, and only the small
+arrays come back to the host. The numbers are those of the numpy functions
+(``sample_loss``, ``predict``, ``confusion_matrices``, ``calibration_bins``,
+``class_pixel_fractions``), checked against them in ``tests/test_metrics_torch.py``; the
+Tensorleap binder keeps calling the numpy ones on single samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from domain_gap.labels import IGNORE_INDEX
+
+__all__ = ["PixelSummary", "summarize_pixels"]
+
+
+@dataclass(frozen=True)
+class PixelSummary:
+    """Small per-image arrays of one batch (host numpy), row i = image i."""
+
+    loss: np.ndarray
+    """(B,) float64 mean cross-entropy over non-void pixels (0.0 with none, as ``sample_loss``)."""
+    confusion: np.ndarray
+    """(B, C, C) int64, rows = ground truth, void excluded (``confusion_matrices``)."""
+    prob_mean: np.ndarray
+    """(B, C) float64 mean softmax over the valid (unpadded) pixels."""
+    pred_frac: np.ndarray
+    """(B, C + 1) float64 share of all pixels predicted as each class; last = padding."""
+    calibration: np.ndarray
+    """(B, bins, 3) float64 calibration counts over labelled valid pixels."""
+    pred_small: np.ndarray
+    """(B, ⌈H/stride⌉, ⌈W/stride⌉) uint8 prediction, padding = void, every stride-th pixel."""
+
+
+def summarize_pixels(
+    logits: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray,
+    valid: torch.Tensor | np.ndarray,
+    n_bins: int,
+    stride: int,
+) -> PixelSummary:
+    """Reduce ``logits`` (B, C, H, W) with ``labels`` (B, H, W) trainIds (255 = void) and the
+    ``valid`` (B, H, W) mask of unpadded pixels to a :class:`PixelSummary`.
+
+    Works on the logits' device; numpy inputs are wrapped without a copy.
+    """
+    x = torch.as_tensor(logits)
+    if x.ndim != 4 or not x.is_floating_point():
+        raise ValueError(f"logits: expected a float (B, C, H, W) tensor, got {x.dtype} {x.shape}")
+    x = x.float()
+    b, c, h, w = x.shape
+    if c > IGNORE_INDEX:
+        raise ValueError(f"logits: at most {IGNORE_INDEX} classes fit uint8, got {c}")
+    y = torch.as_tensor(labels, device=x.device).long()
+    v = torch.as_tensor(valid, device=x.device).bool()
+    if y.shape != (b, h, w) or v.shape != (b, h, w):
+        raise ValueError(
+            f"labels {tuple(y.shape)} and valid {tuple(v.shape)}: expected {(b, h, w)} "
+            f"to match logits {tuple(x.shape)}"
+        )
+    labelled = y != IGNORE_INDEX
+    if bool(((y >= c) & labelled).any()) or bool((y < 0).any()):
+        raise ValueError(f"labels: expected trainIds in 0..{c - 1} or void ({IGNORE_INDEX})")
+
+    top, pred = x.max(dim=1)  # first maximum on ties, as numpy's argmax
+    picked = x.gather(1, torch.where(labelled, y, 0)[:, None])[:, 0]
+    e = (x - top[:, None]).exp_()
+    total = e.sum(dim=1)  # (B, H, W); softmax = e / total, confidence = 1 / total
+    lse = top + torch.log(total)
+    ce = torch.where(labelled, lse - picked, 0.0).double().sum(dim=(1, 2))
+    n_lab = labelled.sum(dim=(1, 2))
+    loss = torch.where(n_lab > 0, ce / n_lab.clamp(min=1), 0.0)
+
+    weight = v / total  # valid pixels weighted by 1 / Σexp: Σ_pixels softmax in one einsum
+    n_valid = v.sum(dim=(1, 2)).clamp(min=1)
+    prob_mean = torch.einsum("bchw,bhw->bc", e, weight).double() / n_valid[:, None]
+    del e
+
+    shown = torch.where(v, pred, IGNORE_INDEX)
+    return PixelSummary(
+        loss=loss.cpu().numpy(),
+        confusion=_confusion(pred, y, labelled, c).cpu().numpy(),
+        prob_mean=prob_mean.cpu().numpy(),
+        pred_frac=_fractions(shown, c).cpu().numpy(),
+        calibration=_calibration(1.0 / total, pred == y, labelled & v, n_bins).cpu().numpy(),
+        pred_small=shown[:, ::stride, ::stride].to(torch.uint8).cpu().numpy(),
+    )
+
+
+def _confusion(pred: torch.Tensor, y: torch.Tensor, labelled: torch.Tensor, c: int) -> torch.Tensor:
+    b = y.shape[0]
+    size = b * c * c
+    batch = torch.arange(b, device=y.device)[:, None, None]
+    flat = torch.where(labelled, batch * (c * c) + y * c + pred, size)  # void → a spare bin
+    return torch.bincount(flat.reshape(-1), minlength=size + 1)[:size].reshape(b, c, c).long()
+
+
+def _fractions(shown: torch.Tensor, c: int) -> torch.Tensor:
+    b = shown.shape[0]
+    idx = torch.where(shown == IGNORE_INDEX, c, shown).reshape(b, -1)
+    idx = idx + torch.arange(b, device=shown.device)[:, None] * (c + 1)
+    counts = torch.bincount(idx.reshape(-1), minlength=b * (c + 1)).reshape(b, c + 1)
+    return counts.double() / max(shown[0].numel(), 1)
+
+
+def _calibration(
+    conf: torch.Tensor, correct: torch.Tensor, mask: torch.Tensor, n_bins: int
+) -> torch.Tensor:
+    """Equal-width confidence bins, bin k holding k/n <= conf < (k+1)/n (last one closed)."""
+    if int(n_bins) != n_bins or n_bins < 1:
+        raise ValueError(f"n_bins: expected an integer >= 1, got {n_bins}")
+    b = conf.shape[0]
+    edges = torch.linspace(0.0, 1.0, n_bins + 1, dtype=torch.float64, device=conf.device)
+    conf = conf.clamp(0.0, 1.0)
+    inner = edges[1:-1].to(conf.dtype)
+    idx = torch.bucketize(conf, inner, right=True).clamp(0, n_bins - 1)
+    size = b * n_bins
+    batch = torch.arange(b, device=conf.device)[:, None, None]
+    flat = torch.where(mask, batch * n_bins + idx, size).reshape(-1)  # unused → a spare bin
+
+    def tally(weights: torch.Tensor | None) -> torch.Tensor:
+        w = None if weights is None else weights.reshape(-1).double()
+        return torch.bincount(flat, weights=w, minlength=size + 1)[:size].double()
+
+    stacked = torch.stack([tally(None), tally(conf), tally(correct)], dim=-1)
+    return stacked.reshape(b, n_bins, 3)

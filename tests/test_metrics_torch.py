@@ -1,0 +1,102 @@
+"""The torch batch reduction equals the numpy metrics it replaces in the extraction pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from domain_gap.labels import IGNORE_INDEX
+from domain_gap.metrics import (
+    calibration_bins,
+    class_pixel_fractions,
+    confusion_matrices,
+    ece_from_bins,
+    predict,
+    sample_loss,
+    softmax,
+)
+from domain_gap.metrics_torch import summarize_pixels
+
+C = 19
+
+
+def _batch(seed: int, b: int = 3, h: int = 24, w: int = 40, scale: float = 3.0):
+    rng = np.random.default_rng(seed)
+    logits = (rng.normal(size=(b, C, h, w)) * scale).astype(np.float32)
+    labels = rng.integers(0, C, size=(b, h, w)).astype(np.uint8)
+    labels[:, :3] = IGNORE_INDEX  # void rows
+    valid = np.ones((b, h, w), bool)
+    valid[:, :, -7:] = False  # padding on the right
+    labels[~valid] = IGNORE_INDEX
+    labels[-1] = IGNORE_INDEX  # one image without any label
+    return logits, labels, valid
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_summary_equals_the_numpy_metrics(channels_last: bool) -> None:
+    logits, labels, valid = _batch(0)
+    x = torch.from_numpy(logits)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    s = summarize_pixels(x, labels, valid, n_bins=15, stride=4)
+
+    np.testing.assert_allclose(s.loss, sample_loss(logits, labels), rtol=1e-5, atol=1e-7)
+    assert s.loss[-1] == 0.0  # no labelled pixel: 0.0, as sample_loss
+    pred = predict(logits)
+    np.testing.assert_array_equal(s.confusion, confusion_matrices(pred, labels, C))
+    probs = softmax(logits.astype(np.float64))
+    expected_mean = (probs * valid[:, None]).sum(axis=(2, 3)) / valid.sum(axis=(1, 2))[:, None]
+    np.testing.assert_allclose(s.prob_mean, expected_mean, rtol=1e-5, atol=1e-8)
+    shown = np.where(valid, pred, IGNORE_INDEX)
+    np.testing.assert_allclose(s.pred_frac, class_pixel_fractions(shown, C))
+    np.testing.assert_array_equal(s.pred_small, shown[:, ::4, ::4])
+    assert s.pred_small.dtype == np.uint8
+
+    bins = calibration_bins(logits, labels, valid, 15)
+    # float32 vs float64 confidence may move a pixel sitting on a bin edge; totals agree.
+    np.testing.assert_allclose(s.calibration[..., 0].sum(1), bins[..., 0].sum(1))
+    assert np.abs(s.calibration - bins)[..., 0].sum() <= 2
+    for i in range(len(bins) - 1):
+        assert ece_from_bins(s.calibration[i]) == pytest.approx(ece_from_bins(bins[i]), abs=1e-5)
+
+
+def test_ties_take_the_first_class_as_numpy() -> None:
+    logits = np.zeros((1, C, 2, 2), np.float32)
+    logits[0, [4, 9]] = 1.0
+    labels = np.full((1, 2, 2), 9, np.uint8)
+    s = summarize_pixels(logits, labels, np.ones((1, 2, 2), bool), n_bins=5, stride=1)
+    assert (s.pred_small == 4).all() and (predict(logits) == 4).all()
+    assert s.confusion[0, 9, 4] == 4
+
+
+def test_sharp_logits_stay_finite() -> None:
+    logits, labels, valid = _batch(1, scale=300.0)
+    s = summarize_pixels(logits, labels, valid, n_bins=15, stride=4)
+    assert np.isfinite(s.loss).all() and np.isfinite(s.prob_mean).all()
+    np.testing.assert_allclose(s.loss, sample_loss(logits, labels), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("labels_fn", "match"),
+    [
+        (lambda y: np.where(y == 0, 19, y).astype(np.uint8), "trainIds"),
+        (lambda y: y[:, :-1], "expected"),
+    ],
+)
+def test_bad_labels_are_named(labels_fn, match: str) -> None:
+    logits, labels, valid = _batch(2)
+    labels[:, 5:, :5] = 0
+    with pytest.raises(ValueError, match=match):
+        summarize_pixels(logits, labels_fn(labels), valid, n_bins=15, stride=4)
+
+
+def test_integer_logits_are_rejected() -> None:
+    with pytest.raises(ValueError, match="logits"):
+        summarize_pixels(
+            np.zeros((1, C, 2, 2), np.int64),
+            np.zeros((1, 2, 2), np.uint8),
+            np.ones((1, 2, 2), bool),
+            15,
+            1,
+        )
