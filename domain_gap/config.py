@@ -130,6 +130,24 @@ class MitigationFitConfig(_Strict):
     """At most this many fit images per side (a seeded choice when there are more)."""
 
 
+class HeatmapConfig(_Strict):
+    """Where the model looks: class-conditional Grad-CAM per domain (``domain_gap.heatmaps``)."""
+
+    enabled: bool = True
+    layer: Literal["aspp", "classifier"] = "aspp"
+    """aspp: the latent embedding's tap; classifier: the input of the final 1x1 class conv."""
+    target: Literal["predicted", "labelled"] = "predicted"
+    """The pixels whose class-c logits are summed: predicted as c, or labelled c."""
+    min_images: int = Field(10, ge=2)
+    """A class is tested when it is present in at least this many images of both domains."""
+    min_area: float = Field(0.001, ge=0.0, lt=1.0)
+    """A class counts as present in an image from this share of its valid pixels."""
+    ring: float = Field(0.05, gt=0.0, le=1.0)
+    """Width of the context ring around an object, as a share of the valid image height."""
+    grid: tuple[Annotated[int, Field(ge=2, le=256)], Annotated[int, Field(ge=2, le=256)]] = (32, 64)
+    """Rows and columns of the fixed normalised grid the maps are compared on."""
+
+
 class AnalysisConfig(_Strict):
     """Statistics settings."""
 
@@ -142,9 +160,13 @@ class AnalysisConfig(_Strict):
     max_dim: int = Field(64, ge=2)
     """Fréchet distance is computed in at most this many PCA dimensions (and < N)."""
     alpha: float = Field(0.05, gt=0, lt=1)
+    projection: Literal["auto", "pca", "tsne", "umap"] = "auto"
+    """The latent map's 2-D projection; auto = t-SNE up to 5,000 images, then UMAP."""
     mitigations: list[MitigationConfig] = []
     """Fixes to re-measure on every target's evaluation subset (the "What if" section)."""
     mitigation_fit: MitigationFitConfig = MitigationFitConfig()
+    heatmaps: HeatmapConfig = HeatmapConfig()
+    """Where the model looks (the heatmaps section)."""
 
     @model_validator(mode="after")
     def _unique_mitigations(self) -> AnalysisConfig:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = "1.1.0"
+SCHEMA_VERSION = "1.2.0"
 """Version of summary.json's layout; bump the major part when a field is removed or renamed."""
 
 PER_SAMPLE = {"per_sample": True}
@@ -667,6 +667,8 @@ class Summary:
     config: dict[str, Any]
     model: ModelInfo | None = None
     mitigations: dict[str, WhatIf] = field(default_factory=dict)
+    heatmaps: Heatmaps | None = None
+    """Where the model looks (class-conditional Grad-CAM per domain), when computed."""
     timing_s: dict[str, float] = field(default_factory=dict)
     schema_version: str = SCHEMA_VERSION
 
@@ -701,3 +703,92 @@ def to_json(obj: Any) -> Any:
     if isinstance(obj, np.str_):
         return str(obj)
     return obj
+
+
+# --------------------------------------------------------------------------- where the model
+# looks: class-conditional Grad-CAM statistics per domain (domain_gap/heatmaps)
+
+
+@dataclass(frozen=True)
+class AttentionTest:
+    """One attention statistic of one class, source against target, with its permutation test.
+
+    ``value_source``/``value_target`` are the per-domain means (one number; two for the
+    centroid (x, y); none for the mean-map distance). ``effect`` is target - source for a
+    share or the entropy, the distance between the mean centroids, or the Jensen-Shannon
+    distance between the mean maps; the test statistic is its absolute value.
+    """
+
+    statistic: str
+    value_source: tuple[float | None, ...]
+    value_target: tuple[float | None, ...]
+    effect: float | None
+    p_value: float | None
+    p_floor: float | None
+    p_adjusted: float | None
+    significant: bool
+    reading: str
+
+
+@dataclass(frozen=True)
+class ClassAttention:
+    """Where the model looks for one class in each domain, and whether it differs."""
+
+    class_name: str
+    n_source: int
+    n_target: int
+    """Images in which the class is present (and its CAM has mass)."""
+    tested: bool
+    tests: tuple[AttentionTest, ...]
+    significant: bool
+    """Some test of this class is significant after Benjamini-Hochberg."""
+    sentence: str
+    """The headline in plain words (the most significant change, else the shares)."""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class AttentionOutlier:
+    """A target image whose attention for a class differs most from the source's mean map."""
+
+    sample_id: str
+    class_name: str
+    js_distance: float
+    """Jensen-Shannon distance (base 2) of its grid map to the class's source mean map."""
+    on_object: float | None
+    context: float | None
+
+
+@dataclass(frozen=True)
+class HeatmapComparison:
+    """Attention of the model in the source and one target, class by class."""
+
+    source: str
+    target: str
+    classes: tuple[ClassAttention, ...]
+    """Every class present in either domain; ``tested`` for those in enough images of both."""
+    n_tests: int
+    alpha: float
+    correction: str
+    permutations: int
+    test: str
+    any_significant: bool
+    outliers: tuple[AttentionOutlier, ...]
+
+
+@dataclass(frozen=True)
+class Heatmaps:
+    """The "Where the model looks" section: how the CAMs were made and every comparison."""
+
+    layer: str
+    target_masks: str
+    """"predicted" or "labelled": the pixels whose class-c logits are summed."""
+    method: str
+    statistics: str
+    """Definitions of the per-image statistics (ring width, centroid units, entropy)."""
+    ring: float
+    grid: tuple[int, int]
+    min_images: int
+    min_area: float
+    n_images: dict[str, int]
+    comparisons: dict[str, HeatmapComparison]
