@@ -29,7 +29,6 @@ from domain_gap.analysis.concepts import (
     class_conditional_gap,
     cluster_table,
     fit_concepts,
-    project_2d,
 )
 from domain_gap.analysis.drift import drift_fields, metadata_drift
 from domain_gap.analysis.extract import (
@@ -43,6 +42,7 @@ from domain_gap.analysis.extract import (
 from domain_gap.analysis.latent import latent_gap
 from domain_gap.analysis.mitigate import choose_fit_records, extract_mitigated, fit_mitigation
 from domain_gap.analysis.mmd import median_bandwidth
+from domain_gap.analysis.projection import cached_projection
 from domain_gap.analysis.results import (
     Bandwidth,
     ClassGap,
@@ -393,12 +393,14 @@ def analyse(
     bandwidth: float | None = None,
     progress: bool = False,
     stages: _Stages | None = None,
+    projections: Path | None = None,
 ) -> Analysis:
-    """All statistics of ``feats`` (rows of every configured domain); no file I/O.
+    """All statistics of ``feats`` (rows of every configured domain).
 
     ``bandwidth`` freezes the MMD kernel bandwidth (e.g. a baseline run's, to compare a
     mitigation); by default it is the median pairwise distance of the source embeddings. It
-    is stored in the summary either way.
+    is stored in the summary either way. ``projections``: a folder where the 2-D map is cached
+    under the hash of its embeddings (the only file I/O; ``None``: none).
     """
     stages = stages or _Stages(progress)
     source = config.source_domain
@@ -412,7 +414,9 @@ def analyse(
     else:
         bw_rule = "given by the caller (frozen)"
     with stages.stage("latent map and clusters"):
-        coords, method = project_2d(feats.embeddings, seed=config.seed)
+        coords, method = cached_projection(
+            feats.embeddings, projections, config.analysis.projection, config.seed
+        )
         k = min(config.analysis.clusters, len(feats))
         concepts = fit_concepts(feats.embeddings, k, seed=config.seed)
         labels, centers = concepts.labels, concepts.centers
@@ -554,7 +558,9 @@ def run_what_if(
                 settings,
             )
         with stages.stage(f"what-if map {target}"):
-            maps[target], method = _what_if_map(config, feats, section, mitigated[target])
+            maps[target], method = _what_if_map(
+                config, feats, section, mitigated[target], cache.root
+            )
         sections[target] = replace(section, map_method=method)
     return replace(
         result,
@@ -601,7 +607,11 @@ def _fixes(
 
 
 def _what_if_map(
-    config: Config, feats: Features, section: WhatIf, fixes: dict[str, Features]
+    config: Config,
+    feats: Features,
+    section: WhatIf,
+    fixes: dict[str, Features],
+    projections: Path | None,
 ) -> tuple[WhatIfMap, str]:
     """Baseline and mitigated target embeddings in one 2-D projection fitted once on both.
 
@@ -609,7 +619,12 @@ def _what_if_map(
     """
     name = section.best or section.mitigations[0].name
     after = fixes[name]
-    coords, method = project_2d(np.vstack([feats.embeddings, after.embeddings]), seed=config.seed)
+    coords, method = cached_projection(
+        np.vstack([feats.embeddings, after.embeddings]),
+        projections,
+        config.analysis.projection,
+        config.seed,
+    )
     groups = np.concatenate([feats.domains, np.full(len(after), f"{section.target} ({name})")])
     loss = np.concatenate([feats.loss, after.loss])
     return WhatIfMap(coords, groups, loss, name), method

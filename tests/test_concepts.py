@@ -10,7 +10,7 @@ from scipy import stats
 from scipy.spatial.distance import cdist
 from sklearn.metrics import adjusted_rand_score
 
-from domain_gap.analysis import concepts
+from domain_gap.analysis import concepts, projection
 from domain_gap.analysis.results import to_json
 
 
@@ -22,27 +22,60 @@ def _blobs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_project_2d_pca_and_tsne_are_deterministic() -> None:
-    x, _ = _blobs()
+    x, truth = _blobs()
     for method in ("pca", "tsne"):
-        a, used = concepts.project_2d(x, method, seed=3)
-        b, _ = concepts.project_2d(x, method, seed=3)
+        a, used = projection.project_2d(x, method, seed=3)
+        b, _ = projection.project_2d(x, method, seed=3)
         assert used == method and a.shape == (90, 2)
         np.testing.assert_array_equal(a, b)
         assert np.isfinite(a).all()
-    _, used = concepts.project_2d(x[:20], "auto")
-    assert used == "tsne"  # below the UMAP threshold
+    # the three blobs stay apart in the t-SNE map: nearest neighbours share their blob
+    d = cdist(a, a)
+    np.fill_diagonal(d, np.inf)
+    assert np.mean(truth[d.argmin(1)] == truth) > 0.95
     with pytest.raises(ValueError, match="method"):
-        concepts.project_2d(x, "lda")
+        projection.project_2d(x, "lda")
+
+
+def test_auto_needs_no_jit_below_the_tsne_limit() -> None:
+    assert projection.choose_method(4) == "tsne"
+    assert projection.choose_method(projection.TSNE_MAX_SAMPLES) == "tsne"
+    assert projection.choose_method(3) == "pca"  # too few for t-SNE
+    big = projection.choose_method(projection.TSNE_MAX_SAMPLES + 1)
+    assert big == ("umap" if projection._umap_available() else "pca")
+    assert projection.choose_method(10, "umap") == "umap"
+
+
+def test_cached_projection_reads_back_exactly_these_rows(tmp_path, monkeypatch) -> None:
+    x, _ = _blobs()
+    first, used = projection.cached_projection(x, tmp_path, "tsne", seed=1)
+    assert used == "tsne" and len(list((tmp_path / "projections").glob("*.npz"))) == 1
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("refitted although cached")
+
+    monkeypatch.setattr(projection, "project_2d", no_fit)
+    again, used_again = projection.cached_projection(x, tmp_path, "tsne", seed=1)
+    np.testing.assert_array_equal(first, again)
+    assert used_again == "tsne"
+    with pytest.raises(AssertionError, match="refitted"):  # other rows → another key
+        projection.cached_projection(x[1:], tmp_path, "tsne", seed=1)
+    with pytest.raises(AssertionError, match="refitted"):  # other seed → another key
+        projection.cached_projection(x, tmp_path, "tsne", seed=2)
+    monkeypatch.undo()
+    for f in (tmp_path / "projections").glob("*.npz"):
+        f.write_bytes(b"damaged")  # a damaged file is refitted and rewritten
+    fixed, _ = projection.cached_projection(x, tmp_path, "tsne", seed=1)
+    np.testing.assert_array_equal(first, fixed)
 
 
 @pytest.mark.slow
-def test_project_2d_auto_uses_umap_when_large_enough() -> None:
+def test_project_2d_umap_keeps_blobs_apart() -> None:
     x, truth = _blobs()
-    coords, used = concepts.project_2d(x, "auto", seed=0)
-    again, _ = concepts.project_2d(x, "auto", seed=0)
+    coords, used = projection.project_2d(x, "umap", seed=0)
+    again, _ = projection.project_2d(x, "umap", seed=0)
     assert used == "umap"
     np.testing.assert_allclose(coords, again)
-    # the three blobs stay apart in 2-D: each point's nearest neighbour is in its own blob
     d = cdist(coords, coords)
     np.fill_diagonal(d, np.inf)
     assert np.mean(truth[d.argmin(1)] == truth) > 0.95

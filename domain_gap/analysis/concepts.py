@@ -1,4 +1,4 @@
-"""Concepts in the latent space: a 2-D map, k-means clusters and per-class embedding gaps.
+"""Concepts in the latent space: k-means clusters and per-class embedding gaps.
 
 Clusters of per-image embeddings stand for "concepts" (scene types). Comparing each
 cluster's share of source and target images shows which concepts the target lacks or adds,
@@ -15,7 +15,6 @@ import numpy as np
 from scipy import stats
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
-from sklearn.manifold import TSNE
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -33,13 +32,9 @@ __all__ = [
     "cluster_table",
     "fit_concepts",
     "nearest_to_centers",
-    "project_2d",
+    "reduce_embeddings",
 ]
 
-UMAP_MIN_SAMPLES = 50
-""""auto" uses UMAP from this many samples on (fewer make its neighbour graph degenerate)."""
-TSNE_MAX_SAMPLES = 5000
-""""auto" falls back to (Barnes-Hut) t-SNE only up to this many samples; beyond, it is slow."""
 PRE_PCA_DIM = 50
 """Embeddings are standardised and reduced to this many PCA dimensions before UMAP/t-SNE/k-means."""
 
@@ -64,58 +59,9 @@ def _reducer(x: np.ndarray, seed: int) -> tuple[Pipeline, np.ndarray]:
     return reducer, reducer.fit_transform(x)
 
 
-def _reduce(x: np.ndarray, seed: int) -> np.ndarray:
+def reduce_embeddings(x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """``x`` standardised and reduced to at most ``PRE_PCA_DIM`` PCA axes (map and k-means)."""
     return _reducer(x, seed)[1]
-
-
-def _umap_available() -> bool:
-    try:
-        import umap  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def project_2d(x: np.ndarray, method: str = "auto", seed: int = 0) -> tuple[np.ndarray, str]:
-    """2-D coordinates of the rows of ``x`` for the latent map, and the method used.
-
-    ``method``: ``"pca"`` (always available), ``"tsne"`` (scikit-learn), ``"umap"``
-    (umap-learn, optional) or ``"auto"``: UMAP when installed and N ≥ ``UMAP_MIN_SAMPLES``,
-    else t-SNE when 3 < N ≤ ``TSNE_MAX_SAMPLES``, else PCA. Inputs are standardised and
-    PCA-reduced to ``PRE_PCA_DIM`` first. Deterministic for a given ``seed`` (UMAP then runs
-    single-threaded).
-    """
-    xs = as_matrix(x, "x (embeddings)")
-    if method not in ("auto", "pca", "tsne", "umap"):
-        raise ValueError(f"method: expected auto, pca, tsne or umap, got {method!r}")
-    n = len(xs)
-    if method == "auto":
-        if n >= UMAP_MIN_SAMPLES and _umap_available():
-            method = "umap"
-        elif 3 < n <= TSNE_MAX_SAMPLES:
-            method = "tsne"
-        else:
-            method = "pca"
-    z = _reduce(xs, seed)
-    if method == "pca":
-        coords = np.zeros((n, 2))
-        k = min(2, z.shape[1])
-        coords[:, :k] = PCA(n_components=k, svd_solver="full").fit_transform(z)
-        return coords, "pca"
-    if method == "tsne":
-        if n <= 3:
-            raise ValueError(f"x: t-SNE needs more than 3 samples, got {n}")
-        perplexity = float(min(30.0, (n - 1) / 3))
-        tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
-        return tsne.fit_transform(z).astype(np.float64), "tsne"
-    if not _umap_available():
-        raise ValueError("method='umap' needs the optional package umap-learn")
-    import umap
-
-    reducer = umap.UMAP(
-        n_components=2, n_neighbors=min(15, n - 1), random_state=seed, n_jobs=1, init="spectral"
-    )
-    return np.asarray(reducer.fit_transform(z), dtype=np.float64), "umap"
 
 
 @dataclass(frozen=True)
