@@ -60,7 +60,7 @@ from domain_gap.analysis.results import (
     WhatIf,
     to_json,
 )
-from domain_gap.analysis.stats_utils import fnum
+from domain_gap.analysis.stats_utils import fnum, stats_threads
 from domain_gap.analysis.whatif import Fix, Settings, what_if
 from domain_gap.atomic import write_atomic
 from domain_gap.config import Config, load_config
@@ -250,9 +250,9 @@ def _latent_gap(config: Config, s: Features, t: Features, bandwidth: float) -> L
 
 def _class_gap(config: Config, s: Features, t: Features) -> tuple[ClassGap, ...]:
     return class_conditional_gap(
-        s.class_emb.astype(np.float64),
+        s.class_emb,
         s.class_counts,
-        t.class_emb.astype(np.float64),
+        t.class_emb,
         t.class_counts,
         s.class_iou,
         t.class_iou,
@@ -492,7 +492,8 @@ def run_analysis(
     base_runner = runner or LazyRunner(config, cache)
     with stages.stage("extract"):
         feats = extract_all(config, dataset, cache, base_runner, progress)
-    result = analyse(config, feats, bandwidth=bandwidth, stages=stages)
+    with stats_threads(len(feats)):
+        result = analyse(config, feats, bandwidth=bandwidth, stages=stages, projections=cache.root)
     if config.analysis.mitigations:
         result = run_what_if(config, dataset, cache, base_runner, feats, result, stages, progress)
     summary = replace(
@@ -547,7 +548,7 @@ def run_what_if(
         fixes = _fixes(config, dataset, cache, runner, source, before, stages, progress)
         mitigated[target] = {fix.name: fix.features for fix, _ in fixes}
         fitted[target] = {fix.name: fit for fix, fit in fixes}
-        with stages.stage(f"what-if statistics {target}"):
+        with stages.stage(f"what-if statistics {target}"), stats_threads(len(feats)):
             section = what_if(
                 source,
                 before,

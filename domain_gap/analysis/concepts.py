@@ -271,12 +271,12 @@ def class_conditional_gap(
     ``dataset_iou_*`` (C,), the IoUs of summed confusion matrices per domain, are carried
     along with their drop (None when not given).
     """
-    es, et = np.asarray(emb_s, dtype=np.float64), np.asarray(emb_t, dtype=np.float64)
+    es, et = np.asarray(emb_s), np.asarray(emb_t)  # float16 in the cache: widened per class
     cs, ct = np.asarray(counts_s), np.asarray(counts_t)
     is_, it = np.asarray(iou_s, dtype=np.float64), np.asarray(iou_t, dtype=np.float64)
-    if es.ndim != 3 or et.ndim != 3 or es.shape[1:] != et.shape[1:]:
+    if es.ndim != 3 or et.ndim != 3 or es.shape[1:] != et.shape[1:] or es.dtype.kind != "f":
         raise ValueError(
-            f"emb_s/emb_t: expected (n, C, d) arrays with the same C and d, "
+            f"emb_s/emb_t: expected float (n, C, d) arrays with the same C and d, "
             f"got {es.shape} and {et.shape}"
         )
     n_cls = es.shape[1]
@@ -320,7 +320,7 @@ def class_conditional_gap(
             )
             rows.append(row)
             continue
-        xs, ys = es[ms, c, :], et[mt, c, :]
+        xs, ys = es[ms, c, :].astype(np.float64), et[mt, c, :].astype(np.float64)
         bw = None if bandwidths is None else bandwidths[c]
         test = mmd_test(xs, ys, bandwidth=bw, permutations=permutations, seed=seed + c)
         fd = frechet_distance(xs, ys, max_dim=max_dim)

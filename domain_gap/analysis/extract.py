@@ -108,8 +108,13 @@ class Features:
         return len(self.sample_ids)
 
     def take(self, index: np.ndarray | Sequence[int]) -> Features:
-        """Rows ``index`` (indices or a boolean mask) as a new :class:`Features`."""
-        idx = np.asarray(index)
+        """Rows ``index`` (indices or a boolean mask) as a new :class:`Features`; a contiguous
+        ascending run of rows (a domain, a subset) is a view, not a copy."""
+        idx: Any = np.asarray(index)
+        if idx.dtype == np.bool_:
+            idx = np.flatnonzero(idx)
+        if idx.size and idx.ndim == 1 and np.array_equal(idx, np.arange(idx[0], idx[0] + idx.size)):
+            idx = slice(int(idx[0]), int(idx[0]) + idx.size)
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "metadata"}
         return Features(
             **{name: arr[idx] for name, arr in values.items()},
@@ -404,8 +409,14 @@ def extract_domain(
     if not records:
         raise ExtractionError(f"domain {domain!r} has no samples in subset {subset or 'all'!r}")
     source = cache_source(config, domain)
-    shards = [_drop_mask(cache.load(domain, r.sample_id, source, RECORD_FIELDS)) for r in records]
-    missing = [i for i, s in enumerate(shards) if s is None]
+    rows = _Rows(len(records))
+    missing = []
+    for i, r in enumerate(records):
+        shard = cache.load(domain, r.sample_id, source, RECORD_FIELDS)
+        if shard is None:
+            missing.append(i)
+        else:
+            rows.put(i, shard)
     if missing:
         runner = runner or LazyRunner(config, cache)
         desc = f"extract {domain}" + (f" ({label})" if label else "")
@@ -414,7 +425,7 @@ def extract_domain(
         def finish(chunk: Sequence[int], batch: Forwarded) -> None:
             for i, arrays in zip(chunk, batch_records(batch), strict=True):
                 cache.save(domain, records[i].sample_id, arrays, source)
-                shards[i] = _drop_mask(arrays)
+                rows.put(i, arrays)
             bar.update(len(chunk))
 
         def load(chunk: Sequence[int]) -> list[Any]:
@@ -428,7 +439,7 @@ def extract_domain(
                 lambda prepared: forward_batch(runner, prepared, config),
                 finish,
             )
-    return _assemble(records, [s for s in shards if s is not None])
+    return rows.features(records)
 
 
 def _pipelined(
@@ -458,36 +469,60 @@ def _pipelined(
         pending.result()
 
 
-def _drop_mask(shard: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
-    """Features never hold the predicted masks (read back on demand for thumbnails)."""
-    if shard is not None:
-        shard.pop("pred_small", None)
-    return shard
+_ROW_DTYPES = {
+    "embedding": np.float32,
+    "class_emb": np.float16,
+    "class_counts": np.int64,
+    "loss": np.float64,
+    "miou": np.float64,
+    "class_iou": np.float64,
+    "pixel_acc": np.float64,
+    "confusion": np.int64,
+    "prob_mean": np.float64,
+    "pred_frac": np.float64,
+    "labelled": np.bool_,
+    "calibration": np.float64,
+}
+"""The :class:`Features` arrays filled from shards (the predicted masks stay on disk)."""
 
 
-def _assemble(records: Sequence[Any], shards: Sequence[Mapping[str, np.ndarray]]) -> Features:
-    def stack(name: str, dtype: Any = None) -> np.ndarray:
-        return np.stack([np.asarray(s[name], dtype=dtype) for s in shards])
+class _Rows:
+    """The records of one pass, written row by row into arrays allocated once (memory = the
+    final :class:`Features`, never a list of shards plus their stacked copy)."""
 
-    meta_rows = [json.loads(str(s["metadata"])) for s in shards]
-    return Features(
-        sample_ids=np.array([r.sample_id for r in records], dtype=str),
-        domains=np.array([r.domain for r in records], dtype=str),
-        subsets=np.array([r.subset for r in records], dtype=str),
-        embeddings=stack("embedding", np.float32),
-        class_emb=stack("class_emb", np.float16),
-        class_counts=stack("class_counts", np.int64),
-        loss=stack("loss", np.float64),
-        miou=stack("miou", np.float64),
-        class_iou=stack("class_iou", np.float64),
-        pixel_acc=stack("pixel_acc", np.float64),
-        confusion=stack("confusion", np.int64),
-        prob_mean=stack("prob_mean", np.float64),
-        pred_frac=stack("pred_frac", np.float64),
-        labelled=stack("labelled", bool),
-        calibration=stack("calibration", np.float64),
-        metadata=metadata_columns(meta_rows),
-    )
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.arrays: dict[str, np.ndarray] = {}
+        self.meta: list[str] = [""] * n
+
+    def put(self, i: int, shard: Mapping[str, np.ndarray]) -> None:
+        for name, dtype in _ROW_DTYPES.items():
+            value = np.asarray(shard[name], dtype=dtype)
+            if name not in self.arrays:
+                self.arrays[name] = np.empty((self.n, *value.shape), dtype=dtype)
+            self.arrays[name][i] = value
+        self.meta[i] = str(shard["metadata"])
+
+    def features(self, records: Sequence[Any]) -> Features:
+        a = self.arrays
+        return Features(
+            sample_ids=np.array([r.sample_id for r in records], dtype=str),
+            domains=np.array([r.domain for r in records], dtype=str),
+            subsets=np.array([r.subset for r in records], dtype=str),
+            embeddings=a["embedding"],
+            class_emb=a["class_emb"],
+            class_counts=a["class_counts"],
+            loss=a["loss"],
+            miou=a["miou"],
+            class_iou=a["class_iou"],
+            pixel_acc=a["pixel_acc"],
+            confusion=a["confusion"],
+            prob_mean=a["prob_mean"],
+            pred_frac=a["pred_frac"],
+            labelled=a["labelled"],
+            calibration=a["calibration"],
+            metadata=metadata_columns([json.loads(m) for m in self.meta]),
+        )
 
 
 def load_predictions(
