@@ -406,3 +406,25 @@ def test_bad_inputs_raise_clear_errors(small_pair) -> None:
         mmd.mmd2_unbiased(x, y, 0.0)
     with pytest.raises(ValueError, match="2-D"):
         c2st.c2st(x[:, 0], y)
+
+
+def test_latent_gap_runs_exact_up_to_the_threshold_then_random_features(monkeypatch) -> None:
+    assert latent.choose_mmd(latent.EXACT_MAX_POOLED) == "exact"
+    assert latent.choose_mmd(latent.EXACT_MAX_POOLED + 1) == "linear"
+    assert latent.choose_mmd(10, "linear") == "linear"
+    with pytest.raises(ValueError, match="mmd"):
+        latent.choose_mmd(10, "fast")  # type: ignore[arg-type]
+    rng = np.random.default_rng(14)
+    x, y = rng.normal(size=(60, 8)), rng.normal(size=(50, 8)) + 0.8
+    kwargs = {"permutations": 99, "n_boot": 20, "kid_subsets": 3}
+    exact = latent.latent_gap(x, y, **kwargs)
+    assert exact.mmd.method == mmd.EXACT_METHOD and exact.mmd.n_features == 0
+    monkeypatch.setattr(latent, "EXACT_MAX_POOLED", 100)  # 110 pooled rows: above it
+    linear = latent.latent_gap(x, y, mmd_features=512, **kwargs)
+    assert linear.mmd.method.startswith("random Fourier features (D=512")
+    assert linear.mmd.n_features == 512 and linear.significant
+    row = next(t for t in linear.tests if t.name.startswith("MMD"))
+    assert row.test == "99 permutations on 512 random Fourier features"
+    assert linear.mmd.mmd2 == pytest.approx(exact.mmd.mmd2, rel=0.25)  # same estimand
+    forced = latent.latent_gap(x, y, mmd="exact", **kwargs)
+    assert forced.mmd == exact.mmd

@@ -30,6 +30,7 @@ __all__ = [
     "BootstrapColumns",
     "Dtype",
     "Kernel",
+    "fill_permutations",
     "kernel_block",
     "kernel_forms",
     "mmd2_from_forms",
@@ -281,7 +282,7 @@ def _chunk_columns(n_total: int, d: int, n_cols: int, itemsize: int, budget_byte
     return max(1, min(n_cols, int(left / 2 / (n_total * itemsize)) - 1))
 
 
-def _fill_permutations(rows: np.ndarray, rng: np.random.Generator, n: int) -> None:
+def fill_permutations(rows: np.ndarray, rng: np.random.Generator, n: int) -> None:
     """Set 1 at ``rng.permutation(N)[:n]`` in each row of ``rows``, drawn in order.
 
     One draw per row: ``Generator.permuted`` over a batch of ``arange(N)`` rows gives the same
@@ -312,7 +313,7 @@ def _weight_rows(
         wt[0, :n] = 1.0
     p0, p1 = max(c0, 1), min(c1, permutations + 1)
     if p1 > p0:
-        _fill_permutations(wt[p0 - c0 : p1 - c0], rng, n)
+        fill_permutations(wt[p0 - c0 : p1 - c0], rng, n)
     for col in range(max(c0, permutations + 1), c1):
         wt[col - c0] = extra.next_column()  # type: ignore[union-attr]
     return wt

@@ -77,7 +77,7 @@ class FrechetResult:
 
 @dataclass(frozen=True)
 class MMDResult:
-    """Unbiased Gaussian-kernel MMD² with its permutation test."""
+    """Unbiased Gaussian-kernel MMD² with its permutation test (exact or on random features)."""
 
     mmd2: float
     p_value: float
@@ -95,6 +95,10 @@ class MMDResult:
     ci: Interval
     ci_method: str
     n_boot: int
+    method: str
+    """How MMD² and its p-value were computed: the exact O(N²) test or random Fourier features."""
+    n_features: int
+    """Random Fourier features used (0 for the exact test)."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,86 @@
+"""The streaming kernel engine against dense numpy references (issue 15, item 4)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import cdist
+
+from domain_gap.analysis import kernels, mmd
+
+
+def _dense_gauss0(z: np.ndarray, bw: float) -> np.ndarray:
+    """Gaussian kernel matrix with a zero diagonal, written plainly."""
+    k = np.exp(-cdist(z, z, "sqeuclidean") / (2 * bw**2))
+    np.fill_diagonal(k, 0.0)
+    return k
+
+
+@pytest.mark.parametrize("budget_mb", [256.0, 0.05])  # one tile; many tiles, uneven edges
+def test_kernel_forms_match_dense_quadratic_forms_for_any_weights(budget_mb: float) -> None:
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(331, 7))
+    z -= z.mean(0)
+    w = rng.normal(size=(331, 5))  # signed, non-binary: the offset correction must hold
+    w[:, 0] = rng.integers(0, 4, 331)  # bootstrap-like counts
+    k0 = _dense_gauss0(z, 1.9)
+    q, r = kernels.kernel_forms(z, kernels.Kernel("gaussian", 1.9), w, memory_budget_mb=budget_mb)
+    assert q == pytest.approx(np.einsum("ic,ij,jc->c", w, k0, w), rel=1e-10)
+    assert r == pytest.approx(k0.sum(1), rel=1e-12)
+
+
+def test_float32_forms_stay_close_to_float64() -> None:
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(900, 32))
+    z -= z.mean(0)
+    w = (rng.random((900, 3)) < 0.5).astype(np.float64)
+    kern = kernels.Kernel("gaussian", 8.0)
+    q64, _ = kernels.kernel_forms(z, kern, w, memory_budget_mb=0.5)
+    q32, _ = kernels.kernel_forms(z, kern, w, dtype="float32", memory_budget_mb=0.5)
+    assert np.abs(q32 / q64 - 1).max() < 1e-6
+
+
+def test_cubic_kernel_block_is_the_kid_kernel() -> None:
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(6, 4)), rng.normal(size=(5, 4))
+    got = kernels.kernel_block(a, b, (a * a).sum(1), (b * b).sum(1), kernels.Kernel("cubic", dim=4))
+    assert got == pytest.approx((a @ b.T / 4 + 1) ** 3, rel=1e-12)
+    gauss = kernels.kernel_block(
+        a, b, (a * a).sum(1), (b * b).sum(1), kernels.Kernel("gaussian", 1.5)
+    )
+    assert gauss == pytest.approx(np.exp(-cdist(a, b, "sqeuclidean") / 4.5), rel=1e-12)
+
+
+def test_fill_permutations_draws_what_a_permutation_loop_draws() -> None:
+    rows = np.zeros((7, 40), dtype=np.float32)
+    kernels.fill_permutations(rows, np.random.default_rng(3), 15)
+    ref = np.random.default_rng(3)
+    for row in rows:
+        expected = np.zeros(40)
+        expected[ref.permutation(40)[:15]] = 1
+        assert np.array_equal(row, expected)
+
+
+def test_block_size_fits_the_budget_and_leaves_no_sliver() -> None:
+    n_total, k = 20_000, 1001
+    for budget_mb in (30, 100, 10_000):
+        b = kernels._block_size(n_total, k, 4, budget_mb * 2**20)
+        assert b * b * 4 + (k + 1) * b * 4 + 8 * b <= budget_mb * 2**20
+        assert b <= kernels.MAX_BLOCK
+        last = n_total - (-(-n_total // b) - 1) * b
+        assert last > b / 2  # the blocks per side are (nearly) equal
+    assert kernels._block_size(n_total, k, 4, 0) == kernels.MIN_BLOCK
+
+
+def test_float32_test_agrees_with_float64_within_the_tie_band() -> None:
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(700, 24)), rng.normal(size=(650, 24))
+    y[:, :3] += 0.08
+    r64 = mmd.mmd_test(x, y, permutations=199, seed=3, memory_budget_mb=4)
+    r32 = mmd.mmd_test(x, y, permutations=199, seed=3, dtype="float32", memory_budget_mb=4)
+    band = 1000 * np.finfo(np.float32).eps * 1.0 / 650  # kernel values <= 1
+    assert abs(r32.mmd2 - r64.mmd2) < band / 50
+    assert r32.p_value == r64.p_value
+    assert abs(r32.null_q95 - r64.null_q95) < band / 50
+    assert r64.method == mmd.EXACT_METHOD and r64.n_features == 0
+    assert "float32" in r32.method
