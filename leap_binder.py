@@ -38,6 +38,7 @@ from code_loader.inner_leap_binder.leapbinder_decorators import (
 
 from domain_gap import encoders, metadata, metrics, source, visualize
 from domain_gap.data.cityscapes import VEHICLE_KEYS as CITYSCAPES_VEHICLE_KEYS
+from domain_gap.heatmaps.overlay import cam_overlay
 from domain_gap.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 
 MASK_LABELS = [*CLASS_NAMES, "void"]
@@ -146,16 +147,32 @@ def _onnx_path() -> Path:
 EMBEDDING_DIM = source.active_config().model.embedding_dim
 
 
+def _model_outputs() -> list[str]:
+    """Output names of the configured ONNX file ([] while it cannot be read)."""
+    try:
+        session = ort.InferenceSession(str(_onnx_path()), providers=["CPUExecutionProvider"])
+    except (OSError, RuntimeError, ValueError):
+        return []
+    return [o.name for o in session.get_outputs()]
+
+
+HAS_CAM = "cam" in _model_outputs()
+"""The ONNX file has the optional third output ``cam`` (exported with ``cam=True``)."""
+_CAM_HANDLER = [PredictionTypeHandler("cam", list(CLASS_NAMES), channel_dim=1)] if HAS_CAM else []
+
+
 @tensorleap_load_model([
     PredictionTypeHandler("segmentation", list(CLASS_NAMES), channel_dim=1),
     PredictionTypeHandler("embedding", [f"e{i}" for i in range(EMBEDDING_DIM)], channel_dim=1),
+    *_CAM_HANDLER,
 ])
 def load_model() -> ort.InferenceSession:
-    """The exported ONNX model: outputs ``logits`` (B,19,H,W) and ``embedding`` (B,d)."""
+    """The exported ONNX model: outputs ``logits`` (B,19,H,W) and ``embedding`` (B,d), and
+    ``cam`` (B,19,h,w) when exported with it."""
     path = _onnx_path()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     outputs = session.get_outputs()
-    if len(outputs) != 2 or outputs[1].shape[-1] != EMBEDDING_DIM:
+    if len(outputs) != 2 + HAS_CAM or outputs[1].shape[-1] != EMBEDDING_DIM:
         shapes = [(o.name, o.shape) for o in outputs]
         raise ValueError(f"{path}: expected outputs logits and embedding (B, {EMBEDDING_DIM}) "
                          f"(config model.embedding_dim), got {shapes}")
@@ -252,6 +269,17 @@ def error_visualizer(logits: np.ndarray, mask: np.ndarray) -> LeapImage:
     return LeapImage(visualize.error_map(pred, labels), compress=False)
 
 
+def cam_visualizer(raw_image: np.ndarray, logits: np.ndarray, cam: np.ndarray) -> LeapImage:
+    """Grad-CAM at the classifier layer (the ONNX ``cam`` output, closed form) of the class
+    predicted on the most pixels, over the image."""
+    return LeapImage(cam_overlay(visualize.to_uint8(raw_image[0]), logits[0], cam[0]),
+                     compress=False)
+
+
+if HAS_CAM:
+    cam_visualizer = tensorleap_custom_visualizer("cam_overlay", LeapDataType.Image)(cam_visualizer)
+
+
 # --- integration test ---------------------------------------------------------------------------
 
 @tensorleap_integration_test()
@@ -274,6 +302,8 @@ def integration_test(sample_id: str, preprocess: PreprocessResponse) -> None:
     prediction_visualizer(raw, logits)
     loss_visualizer(logits, mask)
     error_visualizer(logits, mask)
+    if HAS_CAM:
+        cam_visualizer(raw, logits, outputs[2])
     domain(sample_id, preprocess)
     mitigation(sample_id, preprocess)
     source_info(sample_id, preprocess)

@@ -64,6 +64,7 @@ from domain_gap.analysis.stats_utils import fnum, stats_threads
 from domain_gap.analysis.whatif import Fix, Settings, what_if
 from domain_gap.atomic import write_atomic
 from domain_gap.config import Config, load_config
+from domain_gap.heatmaps.run import HeatmapRun, run_heatmaps
 from domain_gap.labels import CLASS_NAMES
 from domain_gap.metrics import dataset_iou
 
@@ -284,6 +285,7 @@ def sample_table(feats: Features, result: Analysis) -> tuple[list[str], list[lis
     """samples.csv: one row per sample (ids, loss, mIoU, cluster, P(target), map, metadata)."""
     coords, labels, prob_columns = result.coords, result.clusters, result.prob_columns
     fix_columns = _mitigation_columns(feats, result.mitigated)
+    cam_columns = result.heatmaps.columns(feats.sample_ids.tolist()) if result.heatmaps else {}
     meta_keys = [k for k in sorted(feats.metadata) if k != "domain"]
     header = [
         "sample_id",
@@ -298,6 +300,7 @@ def sample_table(feats: Features, result: Analysis) -> tuple[list[str], list[lis
         "map_x",
         "map_y",
         *fix_columns,
+        *cam_columns,
         *meta_keys,
     ]
     rows = []
@@ -316,6 +319,7 @@ def sample_table(feats: Features, result: Analysis) -> tuple[list[str], list[lis
                 coords[i, 0],
                 coords[i, 1],
                 *(col[i] for col in fix_columns.values()),
+                *(col[i] for col in cam_columns.values()),
                 *(feats.metadata[k][i] for k in meta_keys),
             ]
         )
@@ -372,6 +376,8 @@ class Analysis:
     """target → mitigation name → the fitted mitigation (for the report's thumbnails)."""
     whatif_maps: dict[str, WhatIfMap] = field(default_factory=dict)
     """target → the latent map before and after its best fix, in one projection."""
+    heatmaps: HeatmapRun | None = None
+    """The heatmap stage (CAM statistics, mean maps), when ``analysis.heatmaps`` is enabled."""
 
 
 @dataclass(frozen=True)
@@ -496,6 +502,11 @@ def run_analysis(
         result = analyse(config, feats, bandwidth=bandwidth, stages=stages, projections=cache.root)
     if config.analysis.mitigations:
         result = run_what_if(config, dataset, cache, base_runner, feats, result, stages, progress)
+    if config.analysis.heatmaps.enabled:
+        with stages.stage("heatmaps"):
+            run = run_heatmaps(config, dataset, cache, base_runner, progress)
+        summary = replace(result.summary, heatmaps=run.section)
+        result = replace(result, summary=summary, heatmaps=run)
     summary = replace(
         result.summary, synthetic=is_synthetic(config), model=_model_summary(config, cache)
     )
@@ -514,6 +525,7 @@ def run_analysis(
             thumbnail_source=_thumbnail_source(config, dataset, cache),
             whatif_maps=result.whatif_maps,
             mitigated_source=_mitigated_thumbnail_source(config, dataset, cache, result.fitted),
+            heatmaps=result.heatmaps,
         )
     summary = replace(summary, timing_s=dict(stages.seconds))
     header, rows = sample_table(feats, result)

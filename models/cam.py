@@ -136,14 +136,17 @@ def _region_products(m: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 def _aspp_weights(
     model: DeepLabV3Plus, m: torch.Tensor, pre: torch.Tensor, aspp: torch.Tensor
 ) -> torch.Tensor:
-    """Grad-CAM weights at the ASPP output from the pulled-back masks ``m`` (B,C,h4,w4)."""
+    """Grad-CAM weights at the ASPP output from the pulled-back masks ``m`` (B,C,h4,w4);
+    only the classes with a mask in some image of the batch are computed (zero elsewhere)."""
     head = model.classifier.classifier
     h = _derivative(head[1:3], pre)  # BatchNorm (eval) + ReLU: elementwise
     conv, w2 = head[0], head[3].weight[:, :, 0, 0]
     rows, cols = len(_slices(pre.shape[-2])), len(_slices(pre.shape[-1]))
     response = _constant_response(conv, aspp.shape[1], rows, cols)
-    products = _region_products(m, h)
-    total = torch.einsum("bcjrs,cj,kjrs->bck", products, w2, response)
+    used = torch.nonzero(m.abs().sum(dim=(0, 2, 3)) > 0)[:, 0]
+    products = _region_products(m[:, used].contiguous(), h)
+    total = m.new_zeros((m.shape[0], m.shape[1], aspp.shape[1]))
+    total[:, used] = torch.einsum("bcjrs,cj,kjrs->bck", products, w2[used], response)
     return total / (aspp.shape[-2] * aspp.shape[-1])
 
 

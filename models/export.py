@@ -1,4 +1,6 @@
-"""ONNX export: input ``image`` (B,3,H,W) → outputs ``logits`` (B,C,H,W) and ``embedding`` (B,d).
+"""ONNX export: input ``image`` (B,3,H,W) → outputs ``logits`` (B,C,H,W) and ``embedding`` (B,d),
+plus, with ``cam=True``, ``cam`` (B,C,h,w): the closed-form Grad-CAM at the classifier layer
+(:func:`models.cam.classifier_cam`, at the decoder's stride-4 resolution).
 
 The embedding output is exactly :func:`models.embeddings.image_embedding` of the chosen tap,
 so Tensorleap (which runs the ONNX file) and the local engine (which runs torch) agree.
@@ -16,6 +18,7 @@ import torch
 from torch import nn
 
 from domain_gap.atomic import atomic_path
+from models.cam import classifier_cam
 from models.checkpoint import load_checkpoint
 from models.deeplab import DeepLabV3Plus
 from models.embeddings import image_embedding
@@ -35,6 +38,8 @@ OPSET = 17
 PARITY_TOLERANCE = 1e-4
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("logits", "embedding")
+CAM_OUTPUT = "cam"
+"""The optional third output (``export_onnx(..., cam=True)``)."""
 
 
 class ExportError(RuntimeError):
@@ -44,14 +49,16 @@ class ExportError(RuntimeError):
 class _LogitsAndEmbedding(nn.Module):
     """Wrap a model so that ``forward`` returns ``(logits, image_embedding(taps, tap))``."""
 
-    def __init__(self, model: DeepLabV3Plus, tap: str) -> None:
+    def __init__(self, model: DeepLabV3Plus, tap: str, cam: bool = False) -> None:
         super().__init__()
         self.model = model
         self.tap = tap
+        self.cam = cam
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         taps = self.model.forward_taps(image)
-        return taps["logits"], image_embedding(taps, self.tap)
+        outputs = (taps["logits"], image_embedding(taps, self.tap))
+        return (*outputs, classifier_cam(self.model, taps["decoder"])) if self.cam else outputs
 
 
 def export_onnx(
@@ -61,19 +68,21 @@ def export_onnx(
     width: int,
     tap: str = "aspp",
     metadata: dict[str, str] | None = None,
+    cam: bool = False,
 ) -> Path:
     """Trace ``model`` at ``height`` x ``width`` (batch axis dynamic) and write ONNX atomically.
 
     The file's metadata records arch, num_classes, output stride, tap and input size, plus any
-    ``metadata`` given (e.g. the normalisation mean/std).
+    ``metadata`` given (e.g. the normalisation mean/std). ``cam`` adds the ``cam`` output.
     """
     import onnx
 
     if height < 32 or width < 32:
         raise ValueError(f"height/width: expected at least 32 pixels, got {height}x{width}")
-    wrapper = _LogitsAndEmbedding(model, tap).eval().cpu()
+    wrapper = _LogitsAndEmbedding(model, tap, cam).eval().cpu()
     dummy = torch.zeros(1, 3, height, width)
-    dynamic = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
+    names = [*OUTPUT_NAMES, *([CAM_OUTPUT] if cam else [])]
+    dynamic = {name: {0: "batch"} for name in (INPUT_NAME, *names)}
     info = model.info
     props = {
         "arch": info.arch,
@@ -83,6 +92,7 @@ def export_onnx(
         "embedding_tap": tap,
         "input_height": str(height),
         "input_width": str(width),
+        **({"cam_layer": "classifier"} if cam else {}),
         **(metadata or {}),
     }
     out_path = Path(out_path)
@@ -96,7 +106,7 @@ def export_onnx(
                 dynamo=False,
                 opset_version=OPSET,
                 input_names=[INPUT_NAME],
-                output_names=list(OUTPUT_NAMES),
+                output_names=names,
                 dynamic_axes=dynamic,
                 do_constant_folding=True,
             )
@@ -122,12 +132,14 @@ def onnx_parity(
     session = ort.InferenceSession(
         str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
     )
-    onnx_logits, onnx_emb = session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
+    names = [o.name for o in session.get_outputs()]
+    onnx_logits, onnx_emb, *onnx_cam = session.run(names, {INPUT_NAME: x})
     model.eval()
     with torch.inference_mode():
         taps = model.cpu().forward_taps(torch.from_numpy(x))
         logits = taps["logits"].numpy()
         emb = image_embedding(taps, tap).numpy()
+        cam = classifier_cam(model, taps["decoder"]).numpy() if onnx_cam else None
     if onnx_logits.shape != logits.shape or onnx_emb.shape != emb.shape:
         raise ExportError(
             f"{onnx_path}: ONNX output shapes {onnx_logits.shape}, {onnx_emb.shape} differ from "
@@ -135,11 +147,12 @@ def onnx_parity(
         )
     d_logits = float(np.abs(onnx_logits - logits).max())
     d_emb = float(np.abs(onnx_emb - emb).max())
-    return {
-        "logits_max_abs_diff": d_logits,
-        "embedding_max_abs_diff": d_emb,
-        "max_abs_diff": max(d_logits, d_emb),
-    }
+    report = {"logits_max_abs_diff": d_logits, "embedding_max_abs_diff": d_emb}
+    if cam is not None:
+        if onnx_cam[0].shape != cam.shape:
+            raise ExportError(f"{onnx_path}: ONNX cam {onnx_cam[0].shape}, torch {cam.shape}")
+        report["cam_max_abs_diff"] = float(np.abs(onnx_cam[0] - cam).max())
+    return {**report, "max_abs_diff": max(report.values())}
 
 
 def export_model(
@@ -151,6 +164,7 @@ def export_model(
     metadata: dict[str, str] | None = None,
     seed: int = 0,
     images: np.ndarray | None = None,
+    cam: bool = False,
 ) -> dict[str, Any]:
     """Export an in-memory model to ONNX and check onnxruntime against torch.
 
@@ -159,7 +173,7 @@ def export_model(
     :class:`ExportError` raised.
     """
     out = Path(out)
-    export_onnx(model, out, height, width, tap, metadata)
+    export_onnx(model, out, height, width, tap, metadata, cam)
     if images is None:
         rng = np.random.default_rng(seed)
         images = rng.standard_normal((2, 3, height, width), dtype=np.float32)
@@ -207,10 +221,12 @@ def export_checkpoint(
     output_stride: int = 16,
     tap: str = "aspp",
     seed: int = 0,
+    cam: bool = False,
 ) -> dict[str, Any]:
     """Load a checkpoint, export it to ONNX and check parity (see :func:`export_model`)."""
     model, card = load_checkpoint(checkpoint, arch, num_classes, output_stride)
-    report = export_model(model, out, height, width, tap, _card_metadata(checkpoint, card), seed)
+    metadata = _card_metadata(checkpoint, card)
+    report = export_model(model, out, height, width, tap, metadata, seed, cam=cam)
     return {**report, "arch": card["arch"]}
 
 

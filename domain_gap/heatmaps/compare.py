@@ -29,6 +29,10 @@ TESTS = ("on_object", "context", "centroid", "entropy", "map_js")
 """The statistics tested per class, in display order."""
 OUTLIERS = 6
 """Target (image, class) pairs shown whose map is furthest from the class's source mean."""
+OUTLIERS_PER_CLASS = 2
+"""At most this many of them per class, so that one class cannot fill the list."""
+SENTENCE_ORDER = ("context", "on_object", "centroid", "entropy", "map_js")
+"""Which significant statistic a class's sentence names when several tie on adjusted p."""
 CORRECTION = "Benjamini-Hochberg across every tested class and statistic of the target"
 
 
@@ -87,7 +91,7 @@ class Settings:
 
 
 def _pct(v: float) -> str:
-    return f"{100 * v:.0f}%"
+    return f"{100 * v:.0f}%" if abs(v) >= 0.095 else f"{100 * v:.1f}%"
 
 
 def _reading(test: str, cls: str, s: np.ndarray, t: np.ndarray, names: tuple[str, str]) -> str:
@@ -153,8 +157,8 @@ def _class_tests(
 def _sentence(cls: str, tests: Sequence[AttentionTest], names: tuple[str, str]) -> str:
     """The most significant change in words, else the on-object and context shares."""
     sig = [t for t in tests if t.significant]
-    if sig:
-        best = min(sig, key=lambda t: (t.p_adjusted or 1.0, -(abs(t.effect or 0.0))))
+    if sig:  # smallest adjusted p; ties go to the plainest statistic (SENTENCE_ORDER)
+        best = min(sig, key=lambda t: (t.p_adjusted or 1.0, SENTENCE_ORDER.index(t.statistic)))
         return f"{best.reading} (adjusted p = {best.p_adjusted:.3g})"
     on, ctx = tests[0], tests[1]
     return (
@@ -249,7 +253,8 @@ def outliers(
     classes: Sequence[ClassAttention],
     k: int = OUTLIERS,
 ) -> tuple[AttentionOutlier, ...]:
-    """The ``k`` target (image, class) maps of tested classes furthest from the source mean."""
+    """The ``k`` target (image, class) maps of tested classes furthest from the class's source
+    mean map (Jensen-Shannon distance), at most :data:`OUTLIERS_PER_CLASS` per class."""
     index = {name: c for c, name in enumerate(class_names)}
     means = mean_maps(rec, source, len(class_names))
     found: list[tuple[float, int]] = []
@@ -261,6 +266,13 @@ def outliers(
         dist = js_distance(rec.maps[rows].reshape(len(rows), -1), means[c].ravel()[None])
         found.extend((float(d), int(r)) for d, r in zip(dist, rows, strict=True))
     found.sort(key=lambda item: (-item[0], item[1]))
+    taken: dict[int, int] = {}
+    kept = []
+    for d, r in found:
+        c = int(rec.cls[r])
+        if taken.get(c, 0) < OUTLIERS_PER_CLASS:
+            taken[c] = taken.get(c, 0) + 1
+            kept.append((d, r))
     return tuple(
         AttentionOutlier(
             sample_id=str(rec.sample_ids[rec.image[r]]),
@@ -269,5 +281,5 @@ def outliers(
             on_object=fnum(rec.stats[r, 0]),
             context=fnum(rec.stats[r, 1]),
         )
-        for d, r in found[:k]
+        for d, r in kept[:k]
     )

@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from domain_gap.analysis.results import MetadataDrift, Summary, WhatIf
-from domain_gap.report import plots
+from domain_gap.report import heatmap_figures, plots
 from domain_gap.report.thumbnails import png_bytes, sample_thumbnail
 
 TOP_DRIVER_HISTOGRAMS = 6
@@ -111,12 +111,14 @@ def build_assets(
     thumbnail_source: ThumbnailSource,
     whatif_maps: Mapping[str, WhatIfMapLike] | None = None,
     mitigated_source: MitigatedThumbnailSource | None = None,
+    heatmaps: heatmap_figures.HeatmapRunLike | None = None,
 ) -> ReportAssets:
     """Draw every figure of the report and encode the thumbnails it names.
 
     ``whatif_maps`` (target → before/after latent map) and ``mitigated_source`` (mitigated
     images and predictions) feed the "What if" section; without them it has no map and shows
-    the changed images before the fix only.
+    the changed images before the fix only. ``heatmaps`` (the heatmap stage's run) feeds the
+    "Where the model looks" section.
     """
     order = [summary.source, *summary.targets]
     assets = ReportAssets()
@@ -154,6 +156,7 @@ def build_assets(
                 {summary.source: hist.source, target: hist.target},
                 [summary.source, target],
             )
+    heatmap_figures.draw(assets, summary, heatmaps, thumbnail_source)
     shown = _what_if_figures(assets, summary, whatif_maps or {})
     ids = thumbnail_ids(summary) + [i for sec, fix in shown for i in changed_images(sec, fix)]
     for sample_id, (image, pred, valid) in thumbnail_source(list(dict.fromkeys(ids))).items():
