@@ -187,3 +187,16 @@ def test_bad_input_raises_one_clear_line(call, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)) as err:
         call()
     assert "\n" not in str(err.value)
+
+
+def test_shared_bootstrap_fits_give_the_same_numbers_as_fresh_ones() -> None:
+    src, before, after = _recovery_case(0.0)
+    cmx._DRAWS_MEMO.clear()
+    fresh = to_json(cmx.appearance_recovery(src, before, after, n_boot=40, seed=3))
+    cmx.class_mix_decomposition(src, before, n_boot=40, seed=3)  # fills the memo
+    assert len(cmx._DRAWS_MEMO) == 1
+    shared = to_json(cmx.appearance_recovery(src, before, after, n_boot=40, seed=3))
+    assert len(cmx._DRAWS_MEMO) == 1  # the recovery reused the decomposition's fits
+    assert shared == fresh
+    other = to_json(cmx.appearance_recovery(src, before, after, n_boot=40, seed=4))
+    assert other != fresh and len(cmx._DRAWS_MEMO) == 2  # another seed, other draws

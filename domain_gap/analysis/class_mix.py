@@ -36,6 +36,7 @@ Pure numpy / scikit-learn; results are the frozen types of :mod:`domain_gap.anal
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -224,6 +225,40 @@ def _mious(
     return row
 
 
+_DRAWS_MEMO: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+"""Recent bootstrap draws and refitted weights by input hash: the decomposition and every fix
+of one target resample the same source and target images, so they share one set of fits."""
+
+
+def _bootstrap_draws(
+    xs: np.ndarray, xt: np.ndarray, w_full: np.ndarray, opts: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(n_boot, n_s)`` source draws, ``(n_boot, n_t)`` target draws and the source weights of
+    each replicate (refitted on the replicate, or the full-sample weights of the drawn rows)."""
+    keys = ("seed", "n_boot", "refit", "max_weight", "c_reg")
+    h = hashlib.sha256(repr([opts[k] for k in keys] + [xs.shape, xt.shape]).encode())
+    for a in (xs, xt, w_full):
+        h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+    key = h.hexdigest()
+    if key not in _DRAWS_MEMO:
+        rng = np.random.default_rng(opts["seed"])
+        ns, nt, n_boot = len(xs), len(xt), opts["n_boot"]
+        src_i, tgt_j = np.empty((n_boot, ns), np.int64), np.empty((n_boot, nt), np.int64)
+        weights = np.empty((n_boot, ns))
+        for b in range(n_boot):
+            i, j = rng.integers(0, ns, ns), rng.integers(0, nt, nt)
+            src_i[b], tgt_j[b] = i, j
+            if opts["refit"]:
+                fit_b = density_ratio_weights(xs[i], xt[j], opts["max_weight"], opts["c_reg"])
+                weights[b] = fit_b.weights
+            else:
+                weights[b] = w_full[i]
+        while len(_DRAWS_MEMO) >= 4:
+            _DRAWS_MEMO.pop(next(iter(_DRAWS_MEMO)))
+        _DRAWS_MEMO[key] = (src_i, tgt_j, weights)
+    return _DRAWS_MEMO[key]
+
+
 def _replicates(
     src: np.ndarray,
     tgt: np.ndarray,
@@ -238,16 +273,9 @@ def _replicates(
     fit = density_ratio_weights(xs, xt, opts["max_weight"], opts["c_reg"])
     w_full = np.asarray(fit.weights)
     point = np.array(_mious(src, tgt, after, w_full))
-    rng = np.random.default_rng(opts["seed"])
-    ns, nt = len(src), len(tgt)
+    src_i, tgt_j, weights = _bootstrap_draws(xs, xt, w_full, opts)
     reps = np.empty((opts["n_boot"], point.size))
-    for b in range(opts["n_boot"]):
-        i, j = rng.integers(0, ns, ns), rng.integers(0, nt, nt)
-        if opts["refit"]:
-            fit_b = density_ratio_weights(xs[i], xt[j], opts["max_weight"], opts["c_reg"])
-            w = np.asarray(fit_b.weights)
-        else:
-            w = w_full[i]
+    for b, (i, j, w) in enumerate(zip(src_i, tgt_j, weights, strict=True)):
         reps[b] = _mious(src[i], tgt[j], None if after is None else after[j], w)
     return point, reps, fit
 
