@@ -24,8 +24,12 @@ lets an interrupted run resume.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -174,6 +178,35 @@ def _write_frame(out: Path, frame: _Frame, seed: int) -> None:
     write_atomic(out / frame.image, _encode_png(image, str(out / frame.image)))
 
 
+PORTABLE_NUMPY = {"NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR"}
+"""The renderer's workers run numpy without its AVX-512 kernels: their transcendental functions
+round differently in the last bit, which moved a few pixels of the sample (and so every
+statistic of the demo) between machines with and without AVX-512."""
+
+
+def _write_frames(out: Path, frames: list[_Frame], seed: int, progress: bool) -> None:
+    """Render and write ``frames`` in worker processes, one per core (at most 8): each frame
+    draws from its own random stream, so the files are the same in any order, on any number
+    of processes and on any x86-64 CPU (:data:`PORTABLE_NUMPY`)."""
+    if not frames:
+        return
+    workers = min(os.cpu_count() or 1, 8, max(len(frames) // 16, 1))
+    spawn = multiprocessing.get_context("spawn")  # a fresh numpy, no fork of running threads
+    saved = {k: os.environ.get(k) for k in PORTABLE_NUMPY}
+    os.environ.update(PORTABLE_NUMPY)  # inherited by the workers when they start
+    try:
+        bar = tqdm(total=len(frames), desc="synthetic sample", unit="img", disable=not progress)
+        with bar, ProcessPoolExecutor(workers, mp_context=spawn) as pool:
+            for _ in pool.map(partial(_write_frame, out, seed=seed), frames, chunksize=4):
+                bar.update()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def _readme(seed: int, size: str, counts: dict[str, dict[str, int]]) -> str:
     lines = [
         "# SYNTHETIC sample data (not real Cityscapes or KITTI)",
@@ -283,10 +316,8 @@ def write_sample(
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(stamp_path, json.dumps({**params, "complete": False}).encode())
     frames = _frames(counts, seed)
-    for frame in tqdm(frames, desc="synthetic sample", unit="img", disable=not progress):
-        if same and (out / frame.image).exists():
-            continue  # resuming: this frame was completed by the interrupted run
-        _write_frame(out, frame, seed)
+    todo = [f for f in frames if not (same and (out / f.image).exists())]  # resume
+    _write_frames(out, todo, seed, progress)
     write_atomic(out / "README.md", _readme(seed, size, counts).encode())
     urban = [f.image for f in frames if f.urban]
     done = {**params, "complete": True, "urban_kitti_share": URBAN_KITTI_SHARE}
