@@ -1,0 +1,112 @@
+"""The heatmap stage end to end on the tiny sample: summary section, samples.csv columns, the
+report section, a cached and resumable pass."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from domain_gap.analysis.cache import FeatureCache
+from domain_gap.analysis.results import Heatmaps, to_json
+from domain_gap.data.dataset import DomainDataset
+from domain_gap.heatmaps.run import FIELDS, heatmap_cache, run_heatmaps
+
+
+@pytest.fixture(scope="module")
+def config(tiny_sample: Path, config_for: Any, tmp_path_factory: pytest.TempPathFactory):
+    from models import build_model, save_checkpoint
+
+    tmp = tmp_path_factory.mktemp("heatmaps")
+    torch.manual_seed(3)  # a random model whose CAMs have mass for two classes
+    model = build_model("deeplabv3plus_mobilenet", head_channels=32)
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(2, 3, 64, 128) * 1.5 + 0.3)
+    save_checkpoint(model.eval(), tmp / "model.pt")
+    return config_for(
+        tiny_sample,
+        top={
+            "image": {"height": 64, "width": 128, "resize": "pad"},
+            "cache_dir": str(tmp / "cache"),
+            "model": {"checkpoint": str(tmp / "model.pt"), "batch_size": 4, "device": "cpu"},
+            "analysis": {
+                "clusters": 3,
+                "permutations": 19,
+                "bootstrap": 10,
+                "heatmaps": {"min_images": 3, "grid": [8, 16], "ring": 0.1},
+            },
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def outputs(config: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from domain_gap.pipeline import run_analysis
+
+    return run_analysis(config, tmp_path_factory.mktemp("out"), progress=False)
+
+
+class NoModel:
+    """A runner that fails if anything asks it for the model."""
+
+    def get(self) -> Any:
+        raise AssertionError("the model was loaded although every heatmap is cached")
+
+    def __call__(self, x: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+        raise AssertionError("the model was called although every sample is cached")
+
+
+def test_summary_csv_and_report_carry_the_heatmaps(outputs: dict[str, Path], config) -> None:
+    summary = json.loads(outputs["summary"].read_text())
+    h = summary["heatmaps"]
+    assert h["layer"] == "aspp" and h["target_masks"] == "predicted" and h["grid"] == [8, 16]
+    comp = h["comparisons"]["kitti"]
+    tested = [c for c in comp["classes"] if c["tested"]]
+    assert tested and comp["n_tests"] == 5 * len(tested)
+    for c in tested:
+        assert min(c["n_source"], c["n_target"]) >= 3 and c["sentence"]
+        for t in c["tests"]:
+            assert t["p_floor"] == pytest.approx(1 / 20) and t["p_adjusted"] >= t["p_value"]
+    with outputs["samples"].open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    name = tested[0]["class_name"].replace(" ", "_")
+    shares = [float(r[f"cam_on_object_{name}"]) for r in rows if r[f"cam_on_object_{name}"]]
+    assert len(shares) >= 6 and all(0 <= v <= 1 for v in shares)
+    html = outputs["report"].read_text()
+    assert "Where the model looks" in html and tested[0]["class_name"] in html
+
+
+def test_a_cached_pass_needs_no_model_and_resumes(
+    outputs: dict[str, Path], config, tmp_path: Path
+) -> None:
+    from domain_gap.pipeline import run_analysis
+
+    again = run_analysis(config, tmp_path, progress=False, runner=NoModel())
+    first = json.loads(outputs["summary"].read_text())["heatmaps"]
+    assert json.loads(again["summary"].read_text())["heatmaps"] == first
+    dataset = DomainDataset(config)
+    cache = FeatureCache.for_config(config)
+    shards = sorted(heatmap_cache(cache, config).root.rglob("*.npz"))
+    assert len(shards) == sum(1 for r in dataset.records if r.subset == "val")
+    shards[0].unlink()  # an interrupted pass: one shard missing
+    with pytest.raises(AssertionError, match="heatmap is cached"):
+        run_heatmaps(config, dataset, cache, NoModel(), progress=False)
+    run = run_heatmaps(config, dataset, cache, None, progress=False)
+    assert isinstance(run.section, Heatmaps) and shards[0].is_file()
+    with np.load(shards[0]) as npz:
+        assert set(FIELDS) <= set(npz.files)
+    redone = to_json(run.section)["comparisons"]["kitti"]["classes"]
+    for a, b in zip(first["comparisons"]["kitti"]["classes"], redone, strict=True):
+        assert (a["class_name"], a["n_source"], a["n_target"]) == (
+            b["class_name"],
+            b["n_source"],
+            b["n_target"],
+        )
+        for ta, tb in zip(a["tests"], b["tests"], strict=True):
+            assert ta["value_target"] == pytest.approx(tb["value_target"], abs=1e-4)
