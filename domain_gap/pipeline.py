@@ -486,6 +486,7 @@ def run_analysis(
     """
     from domain_gap.data.dataset import DomainDataset
     from domain_gap.report.assets import build_assets
+    from domain_gap.report.figure_cache import FigureCache
     from domain_gap.report.html import render_report
 
     out = Path(out_dir)
@@ -526,6 +527,7 @@ def run_analysis(
             whatif_maps=result.whatif_maps,
             mitigated_source=_mitigated_thumbnail_source(config, dataset, cache, result.fitted),
             heatmaps=result.heatmaps,
+            figure_cache=FigureCache(cache.root / "figures"),
         )
     summary = replace(summary, timing_s=dict(stages.seconds))
     header, rows = sample_table(feats, result)

@@ -15,6 +15,7 @@ import numpy as np
 
 from domain_gap.analysis.results import MetadataDrift, Summary, WhatIf
 from domain_gap.report import heatmap_figures, plots
+from domain_gap.report.figure_cache import FigureCache
 from domain_gap.report.thumbnails import png_bytes, sample_thumbnail
 
 TOP_DRIVER_HISTOGRAMS = 6
@@ -112,21 +113,25 @@ def build_assets(
     whatif_maps: Mapping[str, WhatIfMapLike] | None = None,
     mitigated_source: MitigatedThumbnailSource | None = None,
     heatmaps: heatmap_figures.HeatmapRunLike | None = None,
+    figure_cache: FigureCache | None = None,
 ) -> ReportAssets:
     """Draw every figure of the report and encode the thumbnails it names.
 
     ``whatif_maps`` (target → before/after latent map) and ``mitigated_source`` (mitigated
     images and predictions) feed the "What if" section; without them it has no map and shows
     the changed images before the fix only. ``heatmaps`` (the heatmap stage's run) feeds the
-    "Where the model looks" section.
+    "Where the model looks" section. ``figure_cache`` reads back figures and thumbnails whose
+    inputs did not change instead of drawing them again.
     """
+    draw = figure_cache or FigureCache(None)
     order = [summary.source, *summary.targets]
     assets = ReportAssets()
     labels = np.asarray(clusters)
     centers = np.array(
         [coords[labels == c].mean(0) for c in range(int(labels.max()) + 1) if (labels == c).any()]
     )
-    assets.figures["latent_map"] = plots.latent_map(
+    assets.figures["latent_map"] = draw(
+        plots.latent_map,
         coords,
         domains,
         loss,
@@ -134,12 +139,13 @@ def build_assets(
         method=summary.projection.method.upper(),
         centers=centers,
     )
-    assets.figures["loss_hist"] = plots.loss_histograms(
-        {d: loss[domains == d] for d in order}, order
+    assets.figures["loss_hist"] = draw(
+        plots.loss_histograms, {d: loss[domains == d] for d in order}, order
     )
     for target in summary.targets:
         rows = summary.per_class[target]
-        assets.figures[f"per_class/{target}"] = plots.per_class_chart(
+        assets.figures[f"per_class/{target}"] = draw(
+            plots.per_class_chart,
             [r.class_name for r in rows],
             np.array([_num(r.dataset_iou_drop) for r in rows]),
             np.array([_num(r.mmd2) for r in rows]),
@@ -150,28 +156,37 @@ def build_assets(
         for name in histogram_fields(drift):
             hist = by_field[name].histogram
             assert hist is not None  # histogram_fields only picks fields that have one
-            assets.figures[f"hist/{target}/{name}"] = plots.histograms(
+            assets.figures[f"hist/{target}/{name}"] = draw(
+                plots.histograms,
                 name,
                 hist.edges,
                 {summary.source: hist.source, target: hist.target},
                 [summary.source, target],
             )
     heatmap_figures.draw(assets, summary, heatmaps, thumbnail_source)
-    shown = _what_if_figures(assets, summary, whatif_maps or {})
+    shown = _what_if_figures(assets, summary, whatif_maps or {}, draw)
     ids = thumbnail_ids(summary) + [i for sec, fix in shown for i in changed_images(sec, fix)]
     for sample_id, (image, pred, valid) in thumbnail_source(list(dict.fromkeys(ids))).items():
-        assets.thumbnails[sample_id] = png_bytes(sample_thumbnail(image, pred, valid))
+        assets.thumbnails[sample_id] = draw(thumbnail_png, image, pred, valid)
     if mitigated_source is not None:
         for section, fix in shown:
             thumbs = mitigated_source(section.target, fix, changed_images(section, fix))
             assets.mitigated.setdefault(section.target, {})[fix] = {
-                i: png_bytes(sample_thumbnail(*thumb)) for i, thumb in thumbs.items()
+                i: draw(thumbnail_png, *thumb) for i, thumb in thumbs.items()
             }
     return assets
 
 
+def thumbnail_png(image: np.ndarray, pred: np.ndarray | None, valid: np.ndarray | None) -> bytes:
+    """One sample's thumbnail (image beside its predicted mask) as PNG bytes."""
+    return png_bytes(sample_thumbnail(image, pred, valid))
+
+
 def _what_if_figures(
-    assets: ReportAssets, summary: Summary, maps: Mapping[str, WhatIfMapLike]
+    assets: ReportAssets,
+    summary: Summary,
+    maps: Mapping[str, WhatIfMapLike],
+    draw: FigureCache,
 ) -> list[tuple[WhatIf, str]]:
     """Draw the what-if figures of every target; returns the (section, fix) pairs whose
     changed images are shown (kept in ``assets.whatif_fixes``)."""
@@ -179,7 +194,8 @@ def _what_if_figures(
     shown: list[tuple[WhatIf, str]] = []
     for target, section in summary.mitigations.items():
         if section.mitigations:
-            assets.figures[f"whatif/classes/{target}"] = plots.class_delta_bars(
+            assets.figures[f"whatif/classes/{target}"] = draw(
+                plots.class_delta_bars,
                 section.mitigations[0].deltas.per_class_iou.class_names,
                 {m.name: m.deltas.per_class_iou.delta for m in section.mitigations},
             )
@@ -187,7 +203,8 @@ def _what_if_figures(
         if wmap is not None:
             assets.whatif_map_fix[target] = wmap.fix
             extra = [g for g in dict.fromkeys(np.asarray(wmap.groups).tolist()) if g not in order]
-            assets.figures[f"whatif/map/{target}"] = plots.before_after_map(
+            assets.figures[f"whatif/map/{target}"] = draw(
+                plots.before_after_map,
                 wmap.coords,
                 wmap.groups,
                 wmap.loss,
