@@ -84,3 +84,15 @@ def test_float32_test_agrees_with_float64_within_the_tie_band() -> None:
     assert abs(r32.null_q95 - r64.null_q95) < band / 50
     assert r64.method == mmd.EXACT_METHOD and r64.n_features == 0
     assert "float32" in r32.method
+
+
+@pytest.mark.parametrize(("n_total", "block"), [(1, 64), (7, 3), (50, 16), (64, 64)])
+def test_upper_tiles_cover_the_upper_triangle_once(n_total: int, block: int) -> None:
+    seen = np.zeros((n_total, n_total), dtype=int)
+    for i0, i1, j0, j1 in kernels._upper_tiles(n_total, block):
+        assert i0 <= j0 and i1 - i0 <= block and j1 - j0 <= block
+        seen[i0:i1, j0:j1] += 1
+        if i0 != j0:
+            assert j0 >= i1  # off-diagonal tiles lie strictly above the diagonal
+    assert np.array_equal(np.triu(seen), np.triu(np.ones_like(seen)))  # each pair once
+    assert seen.max() == 1  # ... and no tile repeated below the diagonal either

@@ -20,6 +20,7 @@ evaluates the observed statistic, all permutation statistics and all bootstrap r
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -126,6 +127,24 @@ def _block_size(n_total: int, k: int, itemsize: int, budget_bytes: float) -> int
     return max(MIN_BLOCK, -(-n_total // -(-n_total // b)))
 
 
+def _upper_tiles(n_total: int, block: int) -> Iterator[tuple[int, int, int, int]]:
+    """Tiles ``(i0, i1, j0, j1)`` covering the upper triangle (diagonal included) once.
+
+    Off-diagonal tiles have edge ``block``; each diagonal block is split in halves (three
+    tiles of a quarter of its area instead of one), since only its upper half is needed:
+    with nb blocks per side the work is (nb + 1/2) / nb of the triangle's instead of
+    (nb + 1) / nb.
+    """
+    for i0 in range(0, n_total, block):
+        i1 = min(i0 + block, n_total)
+        half = max(1, -(-(i1 - i0) // 2))
+        for a0 in range(i0, i1, half):
+            for b0 in range(a0, i1, half):
+                yield a0, min(a0 + half, i1), b0, min(b0 + half, i1)
+        for j0 in range(i1, n_total, block):
+            yield i0, i1, j0, min(j0 + block, n_total)
+
+
 def _offset(tile: np.ndarray) -> float:
     """Mean off-diagonal value of the first (diagonal) tile, rounded to its dtype: the offset
     subtracted from every kernel value before the weight products (see :func:`_tile_forms`)."""
@@ -154,25 +173,22 @@ def _tile_forms(
     tiles = np.empty(min(block, n_total) ** 2, dtype=left.dtype)  # reused: no page faults
     prods = np.empty((k + 1) * min(block, n_total), dtype=left.dtype)
     offset = None
-    for i0 in range(0, n_total, block):
-        i1 = min(i0 + block, n_total)
-        for j0 in range(i0, n_total, block):
-            j1 = min(j0 + block, n_total)
-            g = tiles[: (i1 - i0) * (j1 - j0)].reshape(i1 - i0, j1 - j0)
-            _tile(left[i0:i1], right[j0:j1], kernel, g)
-            offset = _offset(g) if offset is None else offset
-            g -= offset
-            if i0 == j0:
-                np.fill_diagonal(g, 0.0)
-            p = prods[: (k + 1) * (i1 - i0)].reshape(k + 1, i1 - i0)
-            np.matmul(wt[:, j0:j1], g.T, out=p)  # p[c, a] = Σ_b w_cb (K_ab - c)
-            part = np.einsum("ca,ca->c", wt[:k, i0:i1], p[:k], dtype=np.float64)
-            r[i0:i1] += p[k]
-            if i0 == j0:
-                q += part
-            else:
-                q += 2.0 * part
-                r[j0:j1] += g.sum(0, dtype=np.float64)
+    for i0, i1, j0, j1 in _upper_tiles(n_total, block):
+        g = tiles[: (i1 - i0) * (j1 - j0)].reshape(i1 - i0, j1 - j0)
+        _tile(left[i0:i1], right[j0:j1], kernel, g)
+        offset = _offset(g) if offset is None else offset
+        g -= offset
+        if i0 == j0:
+            np.fill_diagonal(g, 0.0)
+        p = prods[: (k + 1) * (i1 - i0)].reshape(k + 1, i1 - i0)
+        np.matmul(wt[:, j0:j1], g.T, out=p)  # p[c, a] = Σ_b w_cb (K_ab - c)
+        part = np.einsum("ca,ca->c", wt[:k, i0:i1], p[:k], dtype=np.float64)
+        r[i0:i1] += p[k]
+        if i0 == j0:
+            q += part
+        else:
+            q += 2.0 * part
+            r[j0:j1] += g.sum(0, dtype=np.float64)
     total = wt[:k].sum(1, dtype=np.float64)
     q += offset * (total * total - np.einsum("cn,cn->c", wt[:k], wt[:k], dtype=np.float64))
     r += offset * (n_total - 1)
