@@ -72,7 +72,9 @@ def test_summary_csv_and_report_carry_the_heatmaps(outputs: dict[str, Path], con
     for c in tested:
         assert min(c["n_source"], c["n_target"]) >= 3 and c["sentence"]
         for t in c["tests"]:
-            assert t["p_floor"] == pytest.approx(1 / 20) and t["p_adjusted"] >= t["p_value"]
+            assert t["p_floor"] == pytest.approx(1 / (comp["permutations"] + 1))
+            assert t["p_adjusted"] >= t["p_value"]
+    assert 1 / (comp["permutations"] + 1) <= comp["alpha"] / (2 * comp["n_tests"])
     with outputs["samples"].open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     name = tested[0]["class_name"].replace(" ", "_")

@@ -11,6 +11,7 @@ statistic of one target. Pure numpy.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -197,6 +198,12 @@ def mean_maps(rec: AttentionRecords, domain: str, num_classes: int) -> dict[int,
     return out
 
 
+def permutations_for(n_tests: int, alpha: float, minimum: int) -> int:
+    """Enough relabellings that a single test at the floor survives BH over ``n_tests``:
+    ``1 / (B + 1) <= alpha / (2 n_tests)``, and at least ``minimum``."""
+    return max(minimum, math.ceil(2 * n_tests / alpha) - 1)
+
+
 def compare_domains(
     rec: AttentionRecords,
     source: str,
@@ -206,27 +213,29 @@ def compare_domains(
 ) -> HeatmapComparison:
     """Every class's attention in ``source`` against ``target`` (see the module docstring)."""
     names = (source, target)
+    rows = {c: (rec.rows(source, c), rec.rows(target, c)) for c in range(len(class_names))}
+    rows = {c: r for c, r in rows.items() if len(r[0]) or len(r[1])}
+    tested = [c for c, (rs, rt) in rows.items() if min(len(rs), len(rt)) >= settings.min_images]
+    b = permutations_for(len(TESTS) * len(tested), settings.alpha, settings.permutations)
+    run = replace(settings, permutations=b)
+    note = f"present in fewer than {settings.min_images} images of a domain"
     classes: list[ClassAttention] = []
-    for c, cls in enumerate(class_names):
-        rs, rt = rec.rows(source, c), rec.rows(target, c)
-        if not len(rs) and not len(rt):
-            continue
-        enough = min(len(rs), len(rt)) >= settings.min_images
+    for c, (rs, rt) in rows.items():
         tests: list[AttentionTest] = []
-        if enough:
+        if c in tested:
             x = _features(rec, np.concatenate([rs, rt]))
             is_t = np.r_[np.zeros(len(rs), bool), np.ones(len(rt), bool)]
-            tests, _ = _class_tests(x, is_t, cls, names, settings, settings.seed + c)
-        note = "" if enough else f"present in fewer than {settings.min_images} images of a domain"
-        classes.append(ClassAttention(cls, len(rs), len(rt), enough, tuple(tests), False, "", note))
-    classes = _adjusted(classes, settings.alpha)
+            tests, _ = _class_tests(x, is_t, class_names[c], names, run, settings.seed + c)
+        why = "" if c in tested else note
+        row = ClassAttention(class_names[c], len(rs), len(rt), c in tested, tuple(tests), False, "")
+        classes.append(replace(row, note=why))
     classes = [
         replace(
             c,
             significant=any(t.significant for t in c.tests),
             sentence=_sentence(c.class_name, c.tests, names) if c.tested else c.note,
         )
-        for c in classes
+        for c in _adjusted(classes, settings.alpha)
     ]
     return HeatmapComparison(
         source=source,
@@ -235,10 +244,12 @@ def compare_domains(
         n_tests=sum(len(c.tests) for c in classes),
         alpha=settings.alpha,
         correction=CORRECTION,
-        permutations=settings.permutations,
+        permutations=b,
         test=(
-            f"{settings.permutations} relabellings of the class's images per class "
-            "(two-sided: absolute mean difference, centroid distance, JS distance of mean maps)"
+            f"{b} relabellings of the class's images per class (at least "
+            f"analysis.permutations, and enough that one test at the floor survives the "
+            "correction; two-sided: absolute mean difference, centroid distance, JS distance "
+            "of mean maps)"
         ),
         any_significant=any(c.significant for c in classes),
         outliers=outliers(rec, source, target, class_names, classes),
