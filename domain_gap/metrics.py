@@ -24,6 +24,8 @@ __all__ = [
     "ece_from_bin_stack",
     "ece_from_bins",
     "log_softmax",
+    "mean_entropy",
+    "mean_max_prob",
     "per_class_iou",
     "pixel_accuracy",
     "pixel_cross_entropy",
@@ -80,6 +82,30 @@ def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
         x = x.astype(np.float32)
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
+
+
+def _valid_mean(values: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """Mean of ``(B, H, W)`` values over each image's valid pixels, ``(B,)`` float64."""
+    v = np.ones(values.shape, bool) if valid is None else np.asarray(valid, bool)
+    if v.shape != values.shape:
+        raise ValueError(f"valid: shape {v.shape} does not match {values.shape}")
+    total = np.where(v, values, 0.0).reshape(len(values), -1).sum(axis=1)
+    return total / np.maximum(v.reshape(len(v), -1).sum(axis=1), 1)
+
+
+def mean_entropy(logits: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Predictive entropy ``-Σ_c p log p`` (nats) averaged over valid pixels, ``(B,)`` float64.
+
+    A label-free uncertainty score: it needs no ground truth.
+    """
+    logp = log_softmax(_float_logits(logits).astype(np.float64))
+    return _valid_mean(-(np.exp(logp) * logp).sum(axis=1), valid)
+
+
+def mean_max_prob(logits: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """The top softmax probability averaged over valid pixels, ``(B,)`` float64."""
+    probs = softmax(_float_logits(logits).astype(np.float64))
+    return _valid_mean(probs.max(axis=1), valid)
 
 
 def pixel_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:

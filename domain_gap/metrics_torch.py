@@ -6,8 +6,9 @@ on one thread cost about as much as the forward pass; here it runs on the model'
 threads, with one max and one exp over the logits feeding every output, and only the small
 arrays come back to the host. The numbers are those of the numpy functions
 (``sample_loss``, ``predict``, ``confusion_matrices``, ``calibration_bins``,
-``class_pixel_fractions``), checked against them in ``tests/test_metrics_torch.py``; the
-Tensorleap binder keeps calling the numpy ones on single samples.
+``class_pixel_fractions``, ``mean_entropy``, ``mean_max_prob``), checked against them in
+``tests/test_metrics_torch.py``; the Tensorleap binder keeps calling the numpy ones on single
+samples.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ class PixelSummary:
     """(B, bins, 3) float64 calibration counts over labelled valid pixels."""
     pred_small: np.ndarray
     """(B, ⌈H/stride⌉, ⌈W/stride⌉) uint8 prediction, padding = void, every stride-th pixel."""
+    entropy: np.ndarray
+    """(B,) float64 predictive entropy (nats) averaged over valid pixels (``mean_entropy``)."""
+    max_prob: np.ndarray
+    """(B,) float64 top softmax probability averaged over valid pixels (``mean_max_prob``)."""
 
 
 def summarize_pixels(
@@ -82,7 +87,12 @@ def summarize_pixels(
     weight = v / total  # valid pixels weighted by 1 / Σexp: Σ_pixels softmax in one einsum
     n_valid = v.sum(dim=(1, 2)).clamp(min=1)
     prob_mean = torch.einsum("bchw,bhw->bc", e, weight).double() / n_valid[:, None]
+    # entropy = log Σe - Σ e (x - top) / Σe; Σ e·x in one einsum, no second exp
+    ex = torch.einsum("bchw,bchw->bhw", e, x)
     del e
+    entropy = torch.log(total) - (ex / total - top)
+    entropy = torch.where(v, entropy.clamp(min=0.0), 0.0).double().sum(dim=(1, 2)) / n_valid
+    max_prob = weight.double().sum(dim=(1, 2)) / n_valid
 
     shown = torch.where(v, pred, IGNORE_INDEX)
     return PixelSummary(
@@ -92,6 +102,8 @@ def summarize_pixels(
         pred_frac=_fractions(shown, c).cpu().numpy(),
         calibration=_calibration(1.0 / total, pred == y, labelled & v, n_bins).cpu().numpy(),
         pred_small=shown[:, ::stride, ::stride].to(torch.uint8).cpu().numpy(),
+        entropy=entropy.cpu().numpy(),
+        max_prob=max_prob.cpu().numpy(),
     )
 
 

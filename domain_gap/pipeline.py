@@ -30,7 +30,7 @@ from domain_gap.analysis.concepts import (
     cluster_table,
     fit_concepts,
 )
-from domain_gap.analysis.drift import drift_fields, metadata_drift
+from domain_gap.analysis.drift import drift_fields, metadata_drift, score_agreement
 from domain_gap.analysis.extract import (
     Features,
     LazyRunner,
@@ -52,6 +52,7 @@ from domain_gap.analysis.results import (
     DomainStats,
     Drop,
     FitInfo,
+    LabelFreeScore,
     LatentGap,
     MetadataDrift,
     ModelInfo,
@@ -72,6 +73,12 @@ EXAMPLES_PER_DOMAIN = 2
 """Example thumbnails per cluster and domain in the report."""
 DOMAIN_SPECIFIC_K = 6
 """Most domain-specific samples (by C2ST probability) shown per side."""
+SCORE_NAME = "predictive entropy"
+SCORE_DEFINITION = (
+    "mean over each image's valid pixels of the softmax entropy -sum_c p_c log p_c (nats): "
+    "needs no label, higher = the model is less certain"
+)
+"""The label-free per-image score that drivers rank against on a target without labels."""
 
 
 class PipelineError(ValueError):
@@ -106,6 +113,20 @@ def _subset(config: Config) -> str | None:
     return None if config.analysis.subset == "all" else config.analysis.subset
 
 
+def domain_subset(config: Config, dataset: Any, name: str) -> str | None:
+    """The subset of domain ``name`` that is analysed: the configured one, except for a target
+    with no frame in it but unlabeled frames, which enters with every unlabeled frame (the
+    source always stays on the configured subset, so its training images never mix in)."""
+    subset = _subset(config)
+    if subset is None or name == config.source_domain:
+        return subset
+    if not dataset.select(domain=name, subset=subset) and dataset.select(
+        domain=name, subset="unlabeled"
+    ):
+        return "unlabeled"
+    return subset
+
+
 def extract_all(
     config: Config,
     dataset: Any,
@@ -116,7 +137,13 @@ def extract_all(
     """Features of the analysis subset of every configured domain, in config order."""
     parts = [
         extract_domain(
-            config, dataset, d.name, _subset(config), runner=runner, cache=cache, progress=progress
+            config,
+            dataset,
+            d.name,
+            domain_subset(config, dataset, d.name),
+            runner=runner,
+            cache=cache,
+            progress=progress,
         )
         for d in config.domains
     ]
@@ -213,13 +240,15 @@ def _compare(
     with stages.stage(f"class-conditional gap {source} vs {target}"):
         per_class = _class_gap(config, s, t)
     with stages.stage(f"metadata drift {source} vs {target}"):
+        labelled = bool(t.labelled.any())
         drift = metadata_drift(
             drift_fields(s.metadata),
             drift_fields(t.metadata),
-            t.loss,
+            t.loss if labelled else t.entropy,
             config.analysis.alpha,
             source_name=source,
             target_name=target,
+            score="loss" if labelled else SCORE_NAME,
         )
     return Comparison(
         latent_gap=gap,
@@ -282,7 +311,8 @@ def _model_summary(config: Config, cache: FeatureCache) -> ModelInfo:
 
 
 def sample_table(feats: Features, result: Analysis) -> tuple[list[str], list[list[Any]]]:
-    """samples.csv: one row per sample (ids, loss, mIoU, cluster, P(target), map, metadata)."""
+    """samples.csv: one row per sample (ids, loss, mIoU, label-free scores, cluster, P(target),
+    map, metadata)."""
     coords, labels, prob_columns = result.coords, result.clusters, result.prob_columns
     fix_columns = _mitigation_columns(feats, result.mitigated)
     cam_columns = result.heatmaps.columns(feats.sample_ids.tolist()) if result.heatmaps else {}
@@ -295,6 +325,8 @@ def sample_table(feats: Features, result: Analysis) -> tuple[list[str], list[lis
         "loss",
         "miou",
         "pixel_acc",
+        "entropy",
+        "max_prob",
         "cluster",
         *prob_columns,
         "map_x",
@@ -314,6 +346,8 @@ def sample_table(feats: Features, result: Analysis) -> tuple[list[str], list[lis
                 feats.loss[i],
                 feats.miou[i],
                 feats.pixel_acc[i],
+                feats.entropy[i],
+                feats.max_prob[i],
                 int(labels[i]),
                 *(col[i] for col in prob_columns.values()),
                 coords[i, 0],
@@ -431,7 +465,8 @@ def analyse(
         t: _compare(config, feats, source, t, bandwidth, labels, centers, stages) for t in targets
     }
     domains = {
-        d.name: _domain_stats(feats.domain(d.name), config.analysis.subset) for d in config.domains
+        d.name: _domain_stats(feats.domain(d.name), _subset_name(config, feats, d.name))
+        for d in config.domains
     }
     summary = Summary(
         title=f"Domain gap: {source} → {', '.join(targets)}",
@@ -453,10 +488,31 @@ def analyse(
         per_class={t: c.per_class for t, c in comparisons.items()},
         metadata_drift={t: c.metadata_drift for t, c in comparisons.items()},
         config=config.model_dump(mode="json"),
+        label_free_score=_label_free_score(config, feats, targets),
     )
     return Analysis(
         summary, coords, labels, _prob_columns(comparisons, len(feats)), concepts=concepts
     )
+
+
+def _subset_name(config: Config, feats: Features, name: str) -> str:
+    """The analysed subset of one domain as shown in the summary ("all", "val", "unlabeled")."""
+    subsets = sorted(set(feats.domain(name).subsets.tolist()))
+    return subsets[0] if config.analysis.subset != "all" and len(subsets) == 1 else "all"
+
+
+def _label_free_score(config: Config, feats: Features, targets: list[str]) -> LabelFreeScore:
+    """The label-free score, its agreement with the loss on every domain with labels, and the
+    targets without labels whose drivers were ranked against it."""
+    agreement, unlabelled = [], []
+    for d in config.domains:
+        f = feats.domain(d.name)
+        if f.labelled.any():
+            lab = f.labelled
+            agreement.append(score_agreement(d.name, f.entropy[lab], f.loss[lab]))
+        elif d.name in targets:
+            unlabelled.append(d.name)
+    return LabelFreeScore(SCORE_NAME, SCORE_DEFINITION, tuple(agreement), tuple(unlabelled))
 
 
 def _prob_columns(comparisons: dict[str, Comparison], n: int) -> dict[str, np.ndarray]:
@@ -559,6 +615,8 @@ def run_what_if(
     maps: dict[str, WhatIfMap] = {}
     for target in summary.targets:
         before = feats.domain(target)
+        if not before.labelled.any():
+            continue  # an unlabeled target: every frame is evaluated, none is left to fit on
         fixes = _fixes(config, dataset, cache, runner, source, before, stages, progress)
         mitigated[target] = {fix.name: fix.features for fix, _ in fixes}
         fitted[target] = {fix.name: fit for fix, fit in fixes}

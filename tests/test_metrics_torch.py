@@ -12,6 +12,8 @@ from domain_gap.metrics import (
     class_pixel_fractions,
     confusion_matrices,
     ece_from_bins,
+    mean_entropy,
+    mean_max_prob,
     predict,
     sample_loss,
     softmax,
@@ -59,6 +61,17 @@ def test_summary_equals_the_numpy_metrics(channels_last: bool) -> None:
     assert np.abs(s.calibration - bins)[..., 0].sum() <= 2
     for i in range(len(bins) - 1):
         assert ece_from_bins(s.calibration[i]) == pytest.approx(ece_from_bins(bins[i]), abs=1e-5)
+
+
+@pytest.mark.parametrize("scale", [0.01, 3.0, 300.0])
+def test_label_free_scores_equal_the_numpy_ones(scale: float) -> None:
+    logits, labels, valid = _batch(2, scale=scale)
+    s = summarize_pixels(logits, labels, valid, n_bins=15, stride=4)
+    np.testing.assert_allclose(s.entropy, mean_entropy(logits, valid), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(s.max_prob, mean_max_prob(logits, valid), rtol=1e-5, atol=1e-7)
+    assert (s.entropy >= 0).all() and (s.entropy <= np.log(C) + 1e-5).all()
+    # the last image has no label: the scores are defined all the same
+    assert np.isfinite(s.entropy[-1]) and 1 / C <= s.max_prob[-1] <= 1
 
 
 def test_ties_take_the_first_class_as_numpy() -> None:

@@ -26,7 +26,7 @@ import numpy as np
 from domain_gap.atomic import atomic_path
 from domain_gap.config import Config
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 """Bump when the content of a record changes; old shards are then ignored."""
 
 _HASH_LEN = 16

@@ -28,11 +28,18 @@ from domain_gap.analysis.results import (
     Driver,
     Histogram,
     MetadataDrift,
+    ScoreAgreement,
     Skipped,
 )
 from domain_gap.analysis.stats_utils import bh_adjust, fnum
 
-__all__ = ["DRIVER_RULE", "NON_DRIFT_FIELDS", "drift_fields", "metadata_drift"]
+__all__ = [
+    "DRIVER_RULE",
+    "NON_DRIFT_FIELDS",
+    "drift_fields",
+    "metadata_drift",
+    "score_agreement",
+]
 
 NON_DRIFT_FIELDS = ("domain", "group", "file_name")
 """Identifiers, not input properties: left out of the drift tests (they differ by design)."""
@@ -197,19 +204,29 @@ def _categorical_row(
     return row
 
 
-def _direction_sentence(field: str, smd: float, rho: float, target: str) -> str:
+def _direction_sentence(
+    field: str, smd: float, rho: float, target: str, score: str = "loss"
+) -> str:
     shift = "higher" if smd > 0 else "lower"
     assoc = "higher" if rho > 0 else "lower"
     aligned = (smd > 0) == (rho > 0)
     tail = (
-        f"so the shift goes with a higher loss in {target}"
+        f"so the shift goes with a higher {score} in {target}"
         if aligned
-        else "so this shift alone would lower the loss"
+        else f"so this shift alone would lower the {score}"
     )
     return (
-        f"{target} has {shift} {field} ({smd:+.1f} SD) and higher values go with {assoc} loss "
-        f"(rho={rho:.2f}), {tail}"
+        f"{target} has {shift} {field} ({smd:+.1f} SD) and higher values go with {assoc} "
+        f"{score} (rho={rho:.2f}), {tail}"
     )
+
+
+def score_agreement(domain: str, score: np.ndarray, loss: np.ndarray) -> ScoreAgreement:
+    """Spearman correlation of a label-free per-image score with the loss (finite pairs)."""
+    s, lo = np.asarray(score, dtype=np.float64), np.asarray(loss, dtype=np.float64)
+    rho, p, why = _spearman(s, lo)
+    n = int((np.isfinite(s) & np.isfinite(lo)).sum())
+    return ScoreAgreement(domain, n, rho, p, why.replace("target", domain))
 
 
 def metadata_drift(
@@ -221,6 +238,7 @@ def metadata_drift(
     source_name: str = "source",
     target_name: str = "target",
     bins: int = 20,
+    score: str = "loss",
 ) -> MetadataDrift:
     """Per-field shift tests between domains and a ranked table of likely gap drivers.
 
@@ -229,6 +247,7 @@ def metadata_drift(
     categorical. Fields present on one side only are listed under ``skipped``.
     ``target_loss`` (one per target image, NaN where unknown) may be ``None``: then no loss
     association and no drivers are computed. ``drivers`` follows :data:`DRIVER_RULE`.
+    ``score`` names what ``target_loss`` holds (a label-free score on an unlabeled target).
 
     Returns a :class:`~domain_gap.analysis.results.MetadataDrift`.
     """
@@ -265,13 +284,14 @@ def metadata_drift(
     return MetadataDrift(
         numeric=fields,
         categorical=tuple(CategoryDrift(**r) for r in categorical),
-        drivers=_drivers(fields, alpha, target_name),
+        drivers=_drivers(fields, alpha, target_name, score),
         skipped=tuple(skipped),
         alpha=float(alpha),
         correction="benjamini-hochberg across all tested fields",
         driver_rule=DRIVER_RULE,
         source=source_name,
         target=target_name,
+        score=score,
     )
 
 
@@ -286,7 +306,9 @@ def _adjust(rows: list[dict[str, Any]], alpha: float) -> None:
             row["status"] = "shifted" if row["significant"] else "no significant shift"
 
 
-def _drivers(numeric: tuple[DriftField, ...], alpha: float, target: str) -> tuple[Driver, ...]:
+def _drivers(
+    numeric: tuple[DriftField, ...], alpha: float, target: str, score: str
+) -> tuple[Driver, ...]:
     """Shifted fields that go with the loss, ranked by :data:`DRIVER_RULE`."""
     found = []
     for r in numeric:
@@ -307,7 +329,7 @@ def _drivers(numeric: tuple[DriftField, ...], alpha: float, target: str) -> tupl
             ks=ks,
             score=ks * abs(rho),
             aligned=(smd > 0) == (rho > 0),
-            sentence=_direction_sentence(r.field, smd, rho, target),
+            sentence=_direction_sentence(r.field, smd, rho, target, score),
         )
         for rank, (r, smd, rho, ks, assoc) in enumerate(found, start=1)
     )

@@ -54,6 +54,8 @@ RECORD_FIELDS = (
     "pred_small",
     "labelled",
     "calibration",
+    "entropy",
+    "max_prob",
     "metadata",
 )
 """Arrays stored in one cache shard (plus ``sample_id`` and ``cache_version``)."""
@@ -103,6 +105,15 @@ class Features:
     """(N, bins, 3) per-image calibration counts (pixels, sum of confidence, correct), for ECE."""
     metadata: dict[str, np.ndarray] = field(default_factory=dict)
     """Per-sample metadata fields: float64 arrays for numbers, str arrays otherwise."""
+    entropy: np.ndarray | None = None
+    """(N,) mean predictive entropy over the valid pixels (label-free; NaN when not given)."""
+    max_prob: np.ndarray | None = None
+    """(N,) mean top softmax probability over the valid pixels (NaN when not given)."""
+
+    def __post_init__(self) -> None:
+        for name in ("entropy", "max_prob"):
+            if getattr(self, name) is None:
+                setattr(self, name, np.full(len(self.sample_ids), np.nan))
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -324,6 +335,8 @@ def batch_records(batch: Forwarded) -> list[dict[str, np.ndarray]]:
             "pred_small": px.pred_small[i],
             "labelled": np.asarray(bool(labelled[i])),
             "calibration": px.calibration[i],
+            "entropy": np.asarray(px.entropy[i], dtype=np.float64),
+            "max_prob": np.asarray(px.max_prob[i], dtype=np.float64),
             "metadata": np.asarray(json.dumps(_jsonable(_metadata(p)), sort_keys=True)),
         }
         for i, p in enumerate(batch.prepared)
@@ -482,6 +495,8 @@ _ROW_DTYPES = {
     "pred_frac": np.float64,
     "labelled": np.bool_,
     "calibration": np.float64,
+    "entropy": np.float64,
+    "max_prob": np.float64,
 }
 """The :class:`Features` arrays filled from shards (the predicted masks stay on disk)."""
 
@@ -522,6 +537,8 @@ class _Rows:
             labelled=a["labelled"],
             calibration=a["calibration"],
             metadata=metadata_columns([json.loads(m) for m in self.meta]),
+            entropy=a["entropy"],
+            max_prob=a["max_prob"],
         )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = "1.2.0"
+SCHEMA_VERSION = "1.3.0"
 """Version of summary.json's layout; bump the major part when a field is removed or renamed."""
 
 PER_SAMPLE = {"per_sample": True}
@@ -370,6 +370,9 @@ class MetadataDrift:
     driver_rule: str
     source: str
     target: str
+    score: str = "loss"
+    """What the fields are correlated with inside the target: ``loss``, or the label-free
+    score (:class:`LabelFreeScore`) when the target has no labels."""
 
 
 # --------------------------------------------------------------------------- what if: paired
@@ -651,6 +654,30 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class ScoreAgreement:
+    """How well the label-free score tracks the real loss on one labelled domain."""
+
+    domain: str
+    n: int
+    """Images with both a loss and a score."""
+    spearman_rho: float | None
+    spearman_p: float | None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class LabelFreeScore:
+    """The per-image score that needs no label, which drivers rank against on unlabeled targets."""
+
+    name: str
+    definition: str
+    agreement: tuple[ScoreAgreement, ...]
+    """Its Spearman correlation with the loss on every domain with labels."""
+    used_for: tuple[str, ...]
+    """Targets without labels, whose drivers were ranked against this score."""
+
+
+@dataclass(frozen=True)
 class Summary:
     """summary.json: everything the report shows, as computed by the statistics."""
 
@@ -674,6 +701,8 @@ class Summary:
     heatmaps: Heatmaps | None = None
     """Where the model looks (class-conditional Grad-CAM per domain), when computed."""
     timing_s: dict[str, float] = field(default_factory=dict)
+    label_free_score: LabelFreeScore | None = None
+    """The label-free score and how well it tracks the loss (always computed by the pipeline)."""
     schema_version: str = SCHEMA_VERSION
 
 
