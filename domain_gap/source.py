@@ -2,7 +2,8 @@
 
 Tensorleap calls every encoder, metadata and visualizer function separately for the same
 sample id; a small LRU cache keeps that to one decode and resize per sample. The config comes
-from ``$DOMAIN_GAP_CONFIG`` (a YAML path) or, when unset, the shipped sample config. With
+from ``$DOMAIN_GAP_CONFIG`` (a YAML path) or, when unset, the shipped sample config (whose
+built-in sample is written on first use, so a fresh clone works). With
 ``tensorleap.mitigation`` set, :func:`model_input` of a target-domain sample is that fix's
 output, fitted once per target on first use (:mod:`domain_gap.binder_mitigation`).
 """
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 import os
 from functools import cache, lru_cache
+from pathlib import Path
 
 import numpy as np
 
 from domain_gap import binder_mitigation
 from domain_gap.config import Config, load_config
 from domain_gap.data.dataset import DomainDataset, PreparedSample
+from domain_gap.data.errors import DataError
 from domain_gap.data.records import SampleRecord
 from domain_gap.mitigations import Fitted
 
@@ -32,9 +35,30 @@ def _config(path: str | None) -> Config:
     return load_config(path)
 
 
+def ensure_roots(config: Config, path: str | None) -> None:
+    """The default config (``path`` None) writes the built-in sample when it is missing, as
+    ``leap_test`` does; a user config with a missing local root is one line naming
+    ``$DOMAIN_GAP_CONFIG`` and the root."""
+    if path is None:
+        from domain_gap.demo import ensure_demo_inputs
+
+        ensure_demo_inputs(config, progress=False)
+        return
+    for d in config.domains:
+        for key, root in (("root", d.root), ("unlabeled_root", d.unlabeled_root)):
+            where = config.resolve(root)
+            if where is not None and not where.startswith("gs://") and not Path(where).is_dir():
+                raise DataError(
+                    f"{CONFIG_ENV}={path}: domain {d.name!r} {key} {where} not found; "
+                    "expected an existing folder"
+                )
+
+
 @lru_cache(maxsize=4)
 def _dataset(path: str | None) -> DomainDataset:
-    return DomainDataset(_config(path))
+    config = _config(path)
+    ensure_roots(config, path)
+    return DomainDataset(config)
 
 
 @lru_cache(maxsize=4)
