@@ -51,11 +51,24 @@ class DomainConfig(_Strict):
     """One dataset on disk or in a bucket, in its native layout."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    kind: Literal["cityscapes", "kitti"]
+    kind: Literal["cityscapes", "kitti", "folder"]
     root: str = Field(min_length=1)
     """A local folder or ``gs://bucket/prefix`` holding the dataset's native layout."""
-    splits: list[str] = Field(min_length=1)
-    """Native split folders to read (Cityscapes: train/val/test; KITTI: training/testing)."""
+    splits: list[str] | None = Field(None, min_length=1)
+    """Native split folders to read (Cityscapes: train/val/test; KITTI: training/testing);
+    required for those kinds, not used by ``folder``."""
+    images: str | None = Field(None, min_length=1)
+    """``folder`` only: a glob under the root (``*``, ``?``, ``**`` for any folders)."""
+    labels: str | None = Field(None, min_length=1)
+    """``folder`` only: label path template from the image path, with ``{stem}``, ``{name}``,
+    ``{suffix}``, ``{dir}`` (the image's folder under the root) and ``{parts[i]}`` (its i-th
+    folder); an image whose label file is absent is unlabeled. None: every frame unlabeled."""
+    label_format: Literal["labelIds", "trainIds", "color"] = "labelIds"
+    """``folder`` only: Cityscapes label ids (GTA5 ids, Synthia-as-Cityscapes), trainIds with
+    void 255 (BDD100K), or the Cityscapes colours."""
+    groups: int | None = None
+    """``folder`` only: index of the image's folder under the root that names its group
+    (city, sequence, camera; negative counts from the file); None: its parent folder."""
     unlabeled_root: str | None = None
     """Optional folder of extra unlabeled frames (any ``*.png``/``*.jpg`` below it)."""
     val_fraction: float = Field(0.5, ge=0.0, le=1.0)
@@ -64,6 +77,22 @@ class DomainConfig(_Strict):
     """Explicit subset lists (one sample path per line), overriding the seeded split."""
     max_samples: int | None = Field(None, gt=0)
     """Cap per subset, for quick runs."""
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> DomainConfig:
+        folder_keys = [k for k in ("images", "labels", "groups") if getattr(self, k) is not None]
+        if self.kind == "folder":
+            if self.images is None:
+                raise ValueError("kind 'folder' needs 'images' (a glob under the root)")
+            if self.splits is not None:
+                raise ValueError("kind 'folder' has no native splits: remove 'splits'")
+        else:
+            if self.splits is None:
+                raise ValueError(f"kind {self.kind!r} needs 'splits' (its native split folders)")
+            if folder_keys or self.label_format != "labelIds":
+                extra = folder_keys or ["label_format"]
+                raise ValueError(f"{extra} are 'folder' settings, not used by kind {self.kind!r}")
+        return self
 
 
 class ModelConfig(_Strict):

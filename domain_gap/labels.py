@@ -66,6 +66,48 @@ def id_to_train_id(label_ids: np.ndarray, source: str = "label") -> np.ndarray:
     return _ID_TO_TRAIN[ids]
 
 
+def _color_table() -> dict[int, int]:
+    """Packed RGB → trainId for every label colour; a train class wins a shared colour
+    (polegroup shares pole's), other labels' colours are void."""
+    table: dict[int, int] = {}
+    for label in sorted(LABELS, key=lambda lb: 0 <= lb.trainId < IGNORE_INDEX):
+        r, g, b = label.color
+        train = label.trainId if 0 <= label.trainId < IGNORE_INDEX else IGNORE_INDEX
+        table[(r << 16) | (g << 8) | b] = train
+    return table
+
+
+_COLOR_TO_TRAIN = _color_table()
+
+
+def color_to_train_id(rgb: np.ndarray, source: str = "label") -> np.ndarray:
+    """Map a (H, W, 3) uint8 image in the Cityscapes label colours to trainIds (void = 255).
+
+    Raises :class:`UnknownLabelIdError` naming ``source`` for a colour of no label.
+    """
+    a = np.asarray(rgb)
+    if a.ndim != 3 or a.shape[-1] != 3 or a.dtype != np.uint8:
+        raise UnknownLabelIdError(f"{source}: expected an (H, W, 3) uint8 colour label image")
+    packed = (a[..., 0].astype(np.int64) << 16) | (a[..., 1].astype(np.int64) << 8) | a[..., 2]
+    colors, inverse = np.unique(packed, return_inverse=True)
+    unknown = [int(c) for c in colors if int(c) not in _COLOR_TO_TRAIN]
+    if unknown:
+        shown = [((c >> 16) & 255, (c >> 8) & 255, c & 255) for c in unknown[:5]]
+        raise UnknownLabelIdError(
+            f"{source}: colour(s) {shown} are no Cityscapes label colour; expected the "
+            "Cityscapes palette (an exact PNG, not a JPEG)"
+        )
+    lut = np.array([_COLOR_TO_TRAIN[int(c)] for c in colors], dtype=np.uint8)
+    return lut[inverse.reshape(packed.shape)]
+
+
+def train_id_to_color(train_ids: np.ndarray) -> np.ndarray:
+    """(H, W) trainIds → (H, W, 3) uint8 Cityscapes colours (void black)."""
+    lut = np.vstack([CLASS_COLORS, np.zeros((256 - NUM_CLASSES, 3), np.uint8)])
+    lut[IGNORE_INDEX] = VOID_COLOR
+    return lut[np.asarray(train_ids, dtype=np.uint8)]
+
+
 def train_id_to_id(train_ids: np.ndarray) -> np.ndarray:
     """Map trainIds back to Cityscapes label ids (void → 0, 'unlabeled')."""
     lut = np.zeros(256, dtype=np.uint8)

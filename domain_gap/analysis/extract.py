@@ -388,7 +388,10 @@ def cache_source(config: Config, domain: str) -> str:
     new pictures) is never served the records of the old one."""
     from domain_gap.data.sample import sample_identity
 
-    root = config.resolve(config.domain(domain).root) or ""
+    cfg = config.domain(domain)
+    root = config.resolve(cfg.root) or ""
+    if cfg.kind == "folder":  # the label template and format change what a label means
+        root = f"{root}\0{cfg.labels}\0{cfg.label_format}"
     identity = sample_identity(root)
     return root if identity is None else f"{root}\0{identity}"
 

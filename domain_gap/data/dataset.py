@@ -17,6 +17,7 @@ from domain_gap.config import Config, DomainConfig
 from domain_gap.data.cityscapes import index_cityscapes
 from domain_gap.data.decode import decode_image, decode_label, decode_vehicle
 from domain_gap.data.errors import DataError
+from domain_gap.data.folder import index_folder
 from domain_gap.data.kitti import index_kitti
 from domain_gap.data.records import SampleRecord
 from domain_gap.data.splits import (
@@ -31,6 +32,7 @@ from domain_gap.data.transforms import resize_pair
 INDEXERS: dict[str, Callable[[Storage, DomainConfig, int], list[SampleRecord]]] = {
     "cityscapes": index_cityscapes,
     "kitti": index_kitti,
+    "folder": index_folder,
 }
 
 
@@ -146,7 +148,8 @@ class DomainDataset:
         image = decode_image(self._read(record.image_path), record.image_path)
         label = None
         if record.label_path is not None:
-            label = decode_label(self._read(record.label_path), record.label_path, image.shape[:2])
+            data = self._read(record.label_path)
+            label = decode_label(data, record.label_path, image.shape[:2], record.label_format)
         vehicle = {}
         if record.vehicle_path is not None:
             vehicle = decode_vehicle(self._read(record.vehicle_path), record.vehicle_path)

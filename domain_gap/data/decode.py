@@ -9,7 +9,12 @@ import cv2
 import numpy as np
 
 from domain_gap.data.errors import DataError
-from domain_gap.labels import UnknownLabelIdError, id_to_train_id
+from domain_gap.labels import (
+    UnknownLabelIdError,
+    check_train_ids,
+    color_to_train_id,
+    id_to_train_id,
+)
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"IEND\xaeB`\x82"
@@ -49,24 +54,38 @@ def decode_label_ids(data: bytes, source: str) -> np.ndarray:
     if ids is None or ids.size == 0:
         raise DataError(f"{source}: corrupt label PNG, OpenCV cannot decode it")
     if ids.ndim != 2 or ids.dtype != np.uint8:
+        hint = " (a palette PNG reads as colours: label_format color)" if ids.ndim == 3 else ""
         raise DataError(
             f"{source}: expected a single-channel 8-bit labelIds PNG, got "
-            f"{ids.dtype} with shape {ids.shape}"
+            f"{ids.dtype} with shape {ids.shape}{hint}"
         )
     return ids
 
 
-def decode_label(data: bytes, source: str, image_hw: tuple[int, int] | None = None) -> np.ndarray:
-    """A labelIds PNG as uint8 trainIds (void 255), checked against the image size."""
-    ids = decode_label_ids(data, source)
-    if image_hw is not None and ids.shape != tuple(image_hw):
+def decode_label(
+    data: bytes,
+    source: str,
+    image_hw: tuple[int, int] | None = None,
+    label_format: str = "labelIds",
+) -> np.ndarray:
+    """A label PNG (``labelIds``, ``trainIds`` or Cityscapes ``color``) as uint8 trainIds
+    (void 255), checked against the image size."""
+    if label_format == "color":
+        raw = decode_image(data, source)
+    else:
+        raw = decode_label_ids(data, source)
+    if image_hw is not None and raw.shape[:2] != tuple(image_hw):
         raise DataError(
-            f"{source}: label is {ids.shape[1]}x{ids.shape[0]} (WxH) but its image is "
+            f"{source}: label is {raw.shape[1]}x{raw.shape[0]} (WxH) but its image is "
             f"{image_hw[1]}x{image_hw[0]}; expected the same size"
         )
     try:
-        return id_to_train_id(ids, source=source)
-    except UnknownLabelIdError as exc:
+        if label_format == "color":
+            return color_to_train_id(raw, source=source)
+        if label_format == "trainIds":
+            return check_train_ids(raw, source).astype(np.uint8)
+        return id_to_train_id(raw, source=source)
+    except ValueError as exc:  # UnknownLabelIdError is one
         raise DataError(str(exc)) from None
 
 

@@ -26,6 +26,8 @@ class SampleRecord:
     vehicle_path: str | None
     group: str
     file_name: str
+    label_format: str = "labelIds"
+    """How the label file encodes classes: ``labelIds``, ``trainIds`` or ``color``."""
 
     @property
     def labeled(self) -> bool:
