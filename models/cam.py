@@ -73,6 +73,9 @@ class CamOutput:
     """(B, C, h, w) ReLU'd maps, not normalised; zero for classes with an empty mask."""
     weights: torch.Tensor
     """(B, C, K) Grad-CAM channel weights (mean gradient over the layer's positions)."""
+    taps: dict[str, torch.Tensor] | None = None
+    """The forward pass's taps (:meth:`DeepLabV3Plus.forward_taps`), so that a caller can take
+    its embeddings from the same pass; None from :func:`gradcam_autograd`."""
 
 
 @contextmanager
@@ -181,7 +184,7 @@ def gradcam(
             feature = taps["aspp"]
             weights = _aspp_weights(model, m, store["pre"], feature)
         cams = F.relu(torch.einsum("bck,bkhw->bchw", weights, feature.to(weights.dtype)))
-    return CamOutput(logits, cams, weights)
+    return CamOutput(logits, cams, weights, taps)
 
 
 def gradcam_autograd(

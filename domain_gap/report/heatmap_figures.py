@@ -38,7 +38,7 @@ def mean_map_figure(
     source: np.ndarray, target: np.ndarray, names: tuple[str, str], class_name: str
 ) -> bytes:
     """Source mean | target mean | target - source, on one colour scale per kind."""
-    fig, axes = plt.subplots(1, 3, figsize=(10.5, 1.9))
+    fig, axes = plt.subplots(1, 3, figsize=(7.4, 1.45))
     vmax = float(max(source.max(), target.max(), 1e-12))
     diff = target - source
     dmax = float(max(np.abs(diff).max(), 1e-12))
@@ -49,7 +49,7 @@ def mean_map_figure(
     ]
     for ax, (grid, title, cmap, lo, hi) in zip(axes, panels, strict=True):
         shown = ax.imshow(grid, cmap=cmap, vmin=lo, vmax=hi, interpolation="bilinear")
-        ax.set_title(f"{class_name}: {title}", fontsize=9)
+        ax.set_title(f"{class_name}: {title}", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
         fig.colorbar(shown, ax=ax, fraction=0.025, pad=0.02).ax.tick_params(labelsize=6)
