@@ -134,6 +134,14 @@ def vehicle(sample_id: str, preprocess: PreprocessResponse) -> dict[str, float]:
     return {k.removeprefix("vehicle_"): v for k, v in fields.items()}  # shown as vehicle_<key>
 
 
+if source.active_dataset().user_tables:
+
+    @tensorleap_metadata("user")
+    def user(sample_id: str, preprocess: PreprocessResponse) -> dict[str, float | str]:
+        """The domains' own metadata_csv columns (shown as user_<column>; NaN or "" missing)."""
+        return source.user_fields(sample_id)
+
+
 # --- model --------------------------------------------------------------------------------------
 
 def _onnx_path() -> Path:

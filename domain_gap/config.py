@@ -77,6 +77,11 @@ class DomainConfig(_Strict):
     """Explicit subset lists (one sample path per line), overriding the seeded split."""
     max_samples: int | None = Field(None, gt=0)
     """Cap per subset, for quick runs."""
+    metadata_csv: str | None = None
+    """Your own per-sample fields (ISP, camera, weather…): a CSV keyed by ``sample_id`` or
+    ``file_name``, joined as ``user_<column>`` fields (missing rows NaN, counted)."""
+    metadata_columns: list[str] | None = Field(None, min_length=1)
+    """The CSV columns to use (each must be in its header); None: every non-key column."""
 
     @model_validator(mode="after")
     def _check_kind(self) -> DomainConfig:

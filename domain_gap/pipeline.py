@@ -58,6 +58,7 @@ from domain_gap.analysis.results import (
     ModelInfo,
     Projection,
     Summary,
+    UserMetadataInfo,
     WhatIf,
     to_json,
 )
@@ -65,6 +66,7 @@ from domain_gap.analysis.stats_utils import fnum, stats_threads
 from domain_gap.analysis.whatif import Fix, Settings, what_if
 from domain_gap.atomic import write_atomic
 from domain_gap.config import Config, load_config
+from domain_gap.data.user_metadata import PREFIX as USER_PREFIX
 from domain_gap.heatmaps.run import HeatmapRun, run_heatmaps
 from domain_gap.labels import CLASS_NAMES
 from domain_gap.metrics import dataset_iou
@@ -147,7 +149,41 @@ def extract_all(
         )
         for d in config.domains
     ]
-    return Features.concat(parts)
+    return with_user_metadata(dataset, Features.concat(parts))
+
+
+def with_user_metadata(dataset: Any, feats: Features) -> Features:
+    """``feats`` with the ``user_<column>`` fields of the domains' ``metadata_csv`` joined."""
+    if not getattr(dataset, "user_tables", None):
+        return feats
+    by_id = {r.sample_id: r for r in dataset.records}
+    fields, _ = dataset.user_metadata([by_id[i] for i in feats.sample_ids.tolist()])
+    return replace(feats, metadata={**feats.metadata, **fields})
+
+
+def user_metadata_info(dataset: Any, feats: Features) -> tuple[UserMetadataInfo, ...]:
+    """Per domain with a ``metadata_csv``: its columns and the analysed samples without a row."""
+    by_id = {r.sample_id: r for r in dataset.records}
+    out = []
+    for name, table in getattr(dataset, "user_tables", {}).items():
+        records = [by_id[i] for i in feats.domain(name).sample_ids.tolist()]
+        _, missing = dataset.user_metadata(records)
+        out.append(
+            UserMetadataInfo(
+                name, table.source, table.key, table.columns, len(records), missing[name]
+            )
+        )
+    return tuple(out)
+
+
+def _known_fields(fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Drift fields less the user fields that are missing for every image of this side (they
+    are then listed as skipped, "missing in" that domain)."""
+
+    def known(v: np.ndarray) -> bool:
+        return bool(np.isfinite(v).any()) if v.dtype.kind == "f" else bool((v != "").any())
+
+    return {k: v for k, v in fields.items() if not k.startswith(USER_PREFIX) or known(v)}
 
 
 def _domain_stats(f: Features, subset: str) -> DomainStats:
@@ -242,8 +278,8 @@ def _compare(
     with stages.stage(f"metadata drift {source} vs {target}"):
         labelled = bool(t.labelled.any())
         drift = metadata_drift(
-            drift_fields(s.metadata),
-            drift_fields(t.metadata),
+            _known_fields(drift_fields(s.metadata)),
+            _known_fields(drift_fields(t.metadata)),
             t.loss if labelled else t.entropy,
             config.analysis.alpha,
             source_name=source,
@@ -565,7 +601,10 @@ def run_analysis(
         summary = replace(result.summary, heatmaps=run.section)
         result = replace(result, summary=summary, heatmaps=run)
     summary = replace(
-        result.summary, synthetic=is_synthetic(config), model=_model_summary(config, cache)
+        result.summary,
+        synthetic=is_synthetic(config),
+        model=_model_summary(config, cache),
+        user_metadata=user_metadata_info(dataset, feats),
     )
     paths = {
         "report": out / "report.html",

@@ -89,6 +89,24 @@ def record(sample_id: str) -> SampleRecord:
         raise KeyError(f"unknown sample id {sample_id!r} for the active config") from None
 
 
+@lru_cache(maxsize=4)
+def _user_fields(path: str | None) -> dict[str, dict[str, float | str]]:
+    dataset = _dataset(path)
+    columns, _ = dataset.user_metadata(list(dataset.records))
+    ids = [r.sample_id for r in dataset.records]
+    out: dict[str, dict[str, float | str]] = {i: {} for i in ids}
+    for name, values in columns.items():
+        for i, value in zip(ids, values.tolist(), strict=True):
+            out[i][name.removeprefix("user_")] = value
+    return out
+
+
+def user_fields(sample_id: str) -> dict[str, float | str]:
+    """The sample's ``metadata_csv`` fields (same keys for every sample; NaN / "" missing)."""
+    record(sample_id)  # a clear error for an unknown id
+    return _user_fields(_config_path())[sample_id]
+
+
 @lru_cache(maxsize=32)
 def _prepared(path: str | None, sample_id: str) -> PreparedSample:
     return _dataset(path).prepare(record(sample_id))

@@ -24,6 +24,7 @@ from scipy import stats
 
 from domain_gap.analysis.results import (
     CategoryDrift,
+    CategoryDriver,
     DriftField,
     Driver,
     Histogram,
@@ -157,6 +158,10 @@ def _categorical_row(
     field: str, a: np.ndarray, b: np.ndarray, loss: np.ndarray | None
 ) -> dict[str, Any]:
     a, b = a.astype(str), b.astype(str)
+    known = b != ""  # an empty string is a missing value: counted, never a category
+    n_missing = (int((a == "").sum()), int((~known).sum()))
+    a, b = a[a != ""], b[known]
+    loss = None if loss is None else loss[known]
     cats = sorted(set(a.tolist()) | set(b.tolist()))
     table = np.array([[int(np.sum(a == c)) for c in cats], [int(np.sum(b == c)) for c in cats]])
     row: dict[str, Any] = {
@@ -166,6 +171,8 @@ def _categorical_row(
         "categories": tuple(cats),
         "counts_source": tuple(int(v) for v in table[0]),
         "counts_target": tuple(int(v) for v in table[1]),
+        "n_missing_source": n_missing[0],
+        "n_missing_target": n_missing[1],
     }
     if len(cats) < 2 or a.size == 0 or b.size == 0:
         row.update(
@@ -281,9 +288,12 @@ def metadata_drift(
             categorical.append(_categorical_row(field, a, b, loss))
     _adjust(numeric + categorical, alpha)
     fields = tuple(DriftField(**r) for r in numeric)
+    cats = tuple(CategoryDrift(**r) for r in categorical)
     return MetadataDrift(
         numeric=fields,
-        categorical=tuple(CategoryDrift(**r) for r in categorical),
+        categorical=cats,
+        category_drivers=_category_drivers(cats, alpha, target_name, score),
+        category_driver_rule=CATEGORY_DRIVER_RULE,
         drivers=_drivers(fields, alpha, target_name, score),
         skipped=tuple(skipped),
         alpha=float(alpha),
@@ -304,6 +314,56 @@ def _adjust(rows: list[dict[str, Any]], alpha: float) -> None:
         row["significant"] = p_adj is not None and p_adj < alpha
         if row["status"] == "tested":
             row["status"] = "shifted" if row["significant"] else "no significant shift"
+
+
+CATEGORY_DRIVER_RULE = (
+    "categorical fields whose mix shifts significantly (chi-square, Benjamini-Hochberg "
+    "p_adjusted < alpha) and whose target score differs by category (at least two categories "
+    "with a mean); those with a Kruskal-Wallis p < alpha rank first, then by Cramér's V"
+)
+
+
+def _category_drivers(
+    rows: tuple[CategoryDrift, ...], alpha: float, target: str, score: str
+) -> tuple[CategoryDriver, ...]:
+    """Shifted categorical fields that go with the score, ranked by CATEGORY_DRIVER_RULE."""
+    found = []
+    for r in rows:
+        means = {c: m for c, m in (r.loss_by_category or {}).items() if m is not None}
+        if not r.significant or len(means) < 2:
+            continue
+        n_s, n_t = max(sum(r.counts_source), 1), max(sum(r.counts_target), 1)
+        diffs = [t / n_t - s / n_s for s, t in zip(r.counts_source, r.counts_target, strict=True)]
+        k = int(np.argmax(diffs))
+        cat = r.categories[k]
+        rest = [m for c, m in means.items() if c != cat]
+        assoc = r.kruskal_p is not None and r.kruskal_p < alpha
+        found.append((r, cat, r.counts_source[k] / n_s, r.counts_target[k] / n_t, rest, assoc))
+    found.sort(key=lambda f: (not f[5], -f[0].cramers_v))
+    out = []
+    for rank, (r, cat, share_s, share_t, rest, assoc) in enumerate(found, start=1):
+        mean_c = (r.loss_by_category or {}).get(cat)
+        mean_rest = float(np.mean(rest)) if rest else None
+        sentence = f"{target} has more {r.field} = {cat!r} ({share_t:.0%} vs {share_s:.0%})"
+        if mean_c is not None and mean_rest is not None:
+            sentence += f", whose mean {score} is {mean_c:.3g} against {mean_rest:.3g} elsewhere"
+        out.append(
+            CategoryDriver(
+                rank=rank,
+                field=r.field,
+                cramers_v=r.cramers_v,
+                p_adjusted=r.p_adjusted,
+                kruskal_p=r.kruskal_p,
+                association_significant=assoc,
+                category=cat,
+                share_source=share_s,
+                share_target=share_t,
+                score_category=mean_c,
+                score_rest=mean_rest,
+                sentence=sentence,
+            )
+        )
+    return tuple(out)
 
 
 def _drivers(

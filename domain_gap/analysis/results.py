@@ -332,6 +332,9 @@ class CategoryDrift:
     loss_by_category: dict[str, float | None] | None
     kruskal_p: float | None
     kind: str = "categorical"
+    n_missing_source: int = 0
+    """Images whose value is missing (an empty string), left out of the test."""
+    n_missing_target: int = 0
 
 
 @dataclass(frozen=True)
@@ -348,6 +351,29 @@ class Driver:
     ks: float
     score: float
     aligned: bool
+    sentence: str
+
+
+@dataclass(frozen=True)
+class CategoryDriver:
+    """A categorical field whose mix shifts significantly and whose categories go with a
+    different loss (or label-free score) in the target: a likely driver of the gap."""
+
+    rank: int
+    field: str
+    cramers_v: float
+    p_adjusted: float | None
+    kruskal_p: float | None
+    association_significant: bool
+    """Kruskal-Wallis of the target's score across categories: p < alpha."""
+    category: str
+    """The category the target has most more of than the source (share difference)."""
+    share_source: float
+    share_target: float
+    score_category: float | None
+    """Mean target score in that category."""
+    score_rest: float | None
+    """Mean target score in the other categories."""
     sentence: str
 
 
@@ -373,6 +399,9 @@ class MetadataDrift:
     score: str = "loss"
     """What the fields are correlated with inside the target: ``loss``, or the label-free
     score (:class:`LabelFreeScore`) when the target has no labels."""
+    category_drivers: tuple[CategoryDriver, ...] = ()
+    """Categorical fields that shift and whose categories differ in the target's score."""
+    category_driver_rule: str = ""
 
 
 # --------------------------------------------------------------------------- what if: paired
@@ -654,6 +683,22 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class UserMetadataInfo:
+    """One domain's ``metadata_csv``: what was joined, and how many samples had no row."""
+
+    domain: str
+    file: str
+    key: str
+    """The CSV column the rows were joined on (``sample_id`` or ``file_name``)."""
+    columns: tuple[str, ...]
+    """The fields it adds, as ``user_<column>``."""
+    n_samples: int
+    """Analysed samples of the domain."""
+    n_missing: int
+    """Of those, samples without a row (their fields are NaN or empty, never invented)."""
+
+
+@dataclass(frozen=True)
 class ScoreAgreement:
     """How well the label-free score tracks the real loss on one labelled domain."""
 
@@ -703,6 +748,8 @@ class Summary:
     timing_s: dict[str, float] = field(default_factory=dict)
     label_free_score: LabelFreeScore | None = None
     """The label-free score and how well it tracks the loss (always computed by the pipeline)."""
+    user_metadata: tuple[UserMetadataInfo, ...] = ()
+    """The domains' ``metadata_csv`` joins (empty when no domain has one)."""
     schema_version: str = SCHEMA_VERSION
 
 

@@ -28,6 +28,7 @@ from domain_gap.data.splits import (
 )
 from domain_gap.data.storage import Storage, open_storage
 from domain_gap.data.transforms import resize_pair
+from domain_gap.data.user_metadata import UserTable, join_tables, parse_metadata_csv, typed_columns
 
 INDEXERS: dict[str, Callable[[Storage, DomainConfig, int], list[SampleRecord]]] = {
     "cityscapes": index_cityscapes,
@@ -76,10 +77,14 @@ class DomainDataset:
         self.config = config
         self.cache_dir = str(Path(config.resolve(config.cache_dir) or ".") / "gcs")
         self._storages: list[Storage] = []
+        self.user_tables: dict[str, UserTable] = {}
+        """Domain → its ``metadata_csv`` (domains with one only)."""
         records: list[SampleRecord] = []
         for cfg in config.domains:
             if domains is None or cfg.name in domains:
                 records.extend(self._index_domain(cfg))
+                if cfg.metadata_csv:
+                    self.user_tables[cfg.name] = self._read_table(cfg)
         seen: dict[str, SampleRecord] = {}
         for r in records:
             if r.sample_id in seen:
@@ -111,6 +116,23 @@ class DomainDataset:
         if cfg.unlabeled_root:
             records += index_unlabeled(self._open(cfg.unlabeled_root), cfg.name, cfg.kind)
         return cap_per_subset(records, cfg.max_samples, self.config.seed)
+
+    def _read_table(self, cfg: DomainConfig) -> UserTable:
+        location = self.config.resolve(cfg.metadata_csv) or str(cfg.metadata_csv)
+        if not location.startswith("gs://") and not Path(location).is_file():
+            raise DataError(
+                f"{location}: metadata_csv of domain {cfg.name!r} not found; expected a CSV file"
+            )
+        parent, name = _open_parent(location, self.cache_dir)
+        return parse_metadata_csv(parent.read_bytes(name), location, cfg.metadata_columns)
+
+    def user_metadata(
+        self, records: list[SampleRecord]
+    ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+        """``user_<column>`` fields of ``records`` (typed over all of them) and, per domain
+        with a CSV, how many of them have no row in it."""
+        cells, missing = join_tables(self.user_tables, records)
+        return typed_columns(cells), missing
 
     # ------------------------------------------------------------------ queries
     def __len__(self) -> int:
