@@ -42,6 +42,7 @@ from domain_gap.analysis.extract import (
 from domain_gap.analysis.latent import latent_gap
 from domain_gap.analysis.mitigate import choose_fit_records, extract_mitigated, fit_mitigation
 from domain_gap.analysis.mmd import median_bandwidth
+from domain_gap.analysis.pairwise import pairwise_gaps
 from domain_gap.analysis.projection import cached_projection
 from domain_gap.analysis.results import (
     Bandwidth,
@@ -56,6 +57,7 @@ from domain_gap.analysis.results import (
     LatentGap,
     MetadataDrift,
     ModelInfo,
+    PairwiseGaps,
     Projection,
     Summary,
     UserMetadataInfo,
@@ -525,10 +527,33 @@ def analyse(
         metadata_drift={t: c.metadata_drift for t, c in comparisons.items()},
         config=config.model_dump(mode="json"),
         label_free_score=_label_free_score(config, feats, targets),
+        pairwise=_pairwise(config, feats, comparisons, bandwidth, stages),
     )
     return Analysis(
         summary, coords, labels, _prob_columns(comparisons, len(feats)), concepts=concepts
     )
+
+
+def _pairwise(
+    config: Config,
+    feats: Features,
+    comparisons: dict[str, Comparison],
+    bandwidth: float,
+    stages: _Stages,
+) -> PairwiseGaps | None:
+    """The domain x domain matrix, with three or more domains (None otherwise)."""
+    if len(config.domains) < 3:
+        return None
+    source = config.source_domain
+    with stages.stage("pairwise domain matrix"):
+        return pairwise_gaps(
+            {d.name: feats.domain(d.name).embeddings for d in config.domains},
+            {(source, t): c.latent_gap for t, c in comparisons.items()},
+            bandwidth=bandwidth,
+            permutations=config.analysis.permutations,
+            alpha=config.analysis.alpha,
+            seed=config.seed,
+        )
 
 
 def _subset_name(config: Config, feats: Features, name: str) -> str:

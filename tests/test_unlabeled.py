@@ -95,3 +95,31 @@ def test_score_agreement_is_spearman_on_finite_pairs() -> None:
     assert (a.n, a.spearman_rho) == (4, pytest.approx(0.8))
     short = score_agreement("d", score[:2], loss[:2])
     assert short.spearman_rho is None and "only 2" in short.note
+
+
+def test_three_domains_get_the_pairwise_matrix_on_the_first_screen(three: Any) -> None:
+    _, out = three
+    summary = json.loads(out["summary"].read_text())
+    pm = summary["pairwise"]
+    assert pm["domains"] == ["cityscapes", "kitti", "photos"]
+    pairs = {(p["a"], p["b"]): p for p in pm["pairs"]}
+    assert set(pairs) == {("cityscapes", "kitti"), ("cityscapes", "photos"), ("kitti", "photos")}
+    gap = summary["latent_gap"]["kitti"]
+    assert pairs[("cityscapes", "kitti")]["mmd2"] == gap["mmd"]["mmd2"]
+    assert pairs[("cityscapes", "kitti")]["auc"] == gap["c2st"]["auc"]
+    kp = pairs[("kitti", "photos")]
+    assert (kp["n_a"], kp["n_b"]) == (summary["domains"]["kitti"]["n"], 3)
+    assert 0 <= kp["auc"] <= 1 and kp["mmd_p"] is not None
+    report = out["report"].read_text()
+    assert report.index("Which pairs of domains differ") < report.index("Latent map")
+
+
+def test_pairwise_finds_the_one_shifted_domain() -> None:
+    from domain_gap.analysis.pairwise import pairwise_gaps
+
+    rng = np.random.default_rng(0)
+    emb = {n: rng.normal(size=(40, 5)) for n in ("a", "b")}
+    emb["c"] = rng.normal(size=(40, 5)) + 1.5
+    pm = pairwise_gaps(emb, {}, bandwidth=2.0, permutations=99, alpha=0.05, seed=0)
+    flags = {(p.a, p.b): (p.mmd_significant, p.auc_significant) for p in pm.pairs}
+    assert flags == {("a", "b"): (False, False), ("a", "c"): (True, True), ("b", "c"): (True, True)}

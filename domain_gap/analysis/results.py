@@ -683,6 +683,37 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class PairGap:
+    """MMD² and C2ST AUC between two domains (``a`` before ``b`` in config order)."""
+
+    a: str
+    b: str
+    n_a: int
+    n_b: int
+    mmd2: float
+    mmd_p: float | None
+    mmd_p_floor: float | None
+    mmd_significant: bool
+    auc: float
+    auc_ci: Interval
+    auc_significant: bool
+    """The AUC interval lies above 0.5."""
+
+
+@dataclass(frozen=True)
+class PairwiseGaps:
+    """Every pair of domains (3+ domains): which pairs differ, at one frozen bandwidth."""
+
+    domains: tuple[str, ...]
+    pairs: tuple[PairGap, ...]
+    bandwidth: float
+    permutations: int
+    alpha: float
+    method: str
+    """How the cells were computed (source pairs reuse their latent-gap section)."""
+
+
+@dataclass(frozen=True)
 class UserMetadataInfo:
     """One domain's ``metadata_csv``: what was joined, and how many samples had no row."""
 
@@ -750,6 +781,8 @@ class Summary:
     """The label-free score and how well it tracks the loss (always computed by the pipeline)."""
     user_metadata: tuple[UserMetadataInfo, ...] = ()
     """The domains' ``metadata_csv`` joins (empty when no domain has one)."""
+    pairwise: PairwiseGaps | None = None
+    """The domain x domain matrix of MMD² and C2ST AUC, with three or more domains."""
     schema_version: str = SCHEMA_VERSION
 
 
