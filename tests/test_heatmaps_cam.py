@@ -27,14 +27,13 @@ def model() -> torch.nn.Module:
     net = build_model("deeplabv3plus_mobilenet", head_channels=32)
     net.train()
     with torch.no_grad():
-        for _ in range(2):
-            net(torch.randn(2, 3, 64, 128) * 1.5 + 0.3)
+        net(torch.randn(2, 3, 64, 128) * 1.5 + 0.3)
     return net.eval()
 
 
 @pytest.fixture(scope="module")
 def x() -> torch.Tensor:
-    return torch.randn(3, 3, 64, 128, generator=torch.Generator().manual_seed(1))
+    return torch.randn(2, 3, 64, 128, generator=torch.Generator().manual_seed(1))
 
 
 def predicted(logits: torch.Tensor) -> torch.Tensor:
@@ -64,7 +63,7 @@ def test_batched_cam_equals_the_grad_cam_library_image_by_image(model, x, layer)
     ours = upsample_cams(out.cams, x.shape[-2:]).numpy()
     checked = 0
     with GradCAM(model=model, target_layers=[target_layer(model, layer)]) as cam:
-        for b, c in pairs(masks[:2], per_image=3):
+        for b, c in pairs(masks, per_image=4):
             target = SemanticSegmentationTarget(c, masks[b, c].numpy())
             ref = cam(input_tensor=x[b : b + 1], targets=[target])[0]
             if ref.max() == 0:  # ReLU left nothing: ours must be empty too
@@ -72,7 +71,7 @@ def test_batched_cam_equals_the_grad_cam_library_image_by_image(model, x, layer)
                 continue
             np.testing.assert_allclose(normalised(ours[b, c]), normalised(ref), atol=TOL)
             checked += 1
-    assert checked >= 3
+    assert checked >= 2
 
 
 @pytest.mark.parametrize("layer", ["aspp", "classifier"])
@@ -90,7 +89,7 @@ def test_batched_cam_equals_autograd_with_one_vectorised_backward(model, x, laye
 
 def test_labelled_masks_and_absent_classes(model, x) -> None:
     """Any (B, C, H, W) masks work; a class without pixels gets an all-zero map."""
-    labels = torch.zeros(3, 19, 64, 128)
+    labels = torch.zeros(2, 19, 64, 128)
     labels[:, 0, :32] = 1.0
     labels[0, 13, 40:50, 10:30] = 1.0
     out = gradcam(model, x, labels, "aspp")
@@ -103,6 +102,7 @@ def test_labelled_masks_and_absent_classes(model, x) -> None:
 
 def test_closed_form_at_the_classifier_equals_autograd(model, x) -> None:
     """ReLU of the pre-upsampling score without its bias: no backward pass needed."""
+    x = x[:1]
     taps = model.forward_taps(x)
     closed = classifier_cam(model, taps["decoder"]).detach()
     masks = predicted(taps["logits"].detach())
@@ -125,7 +125,7 @@ def test_gradcam_refuses_a_model_in_training_mode(x) -> None:
 
 
 def test_padding_never_receives_attention_mass(model, x) -> None:
-    valid = torch.zeros(3, 64, 128, dtype=torch.bool)
+    valid = torch.zeros(2, 64, 128, dtype=torch.bool)
     valid[:, 16:48] = True  # letterboxed: rows above and below are padding
     out = gradcam(model, x, predicted, "aspp")
     assert out.cams.sum() > 0
