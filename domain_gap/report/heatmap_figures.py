@@ -76,9 +76,7 @@ def _class_figures(assets: Any, comp: HeatmapComparison, run: HeatmapRunLike) ->
             assets.figures[key] = mean_map_figure(src[c], tgt[c], names, row.class_name)
 
 
-def draw(
-    assets: Any, summary: Summary, run: HeatmapRunLike | None, images: ImageSource
-) -> None:
+def draw(assets: Any, summary: Summary, run: HeatmapRunLike | None, images: ImageSource) -> None:
     """Add the section's figures to ``assets.figures``: ``heatmaps/<target>/<class>`` and
     ``heatmaps/outlier/<target>/<i>`` (the i-th outlier of the target's comparison)."""
     if run is None or summary.heatmaps is None:
