@@ -89,6 +89,18 @@ def test_demo_target_shows_a_significant_gap_and_a_drop(demo_out: Path) -> None:
 
 
 @pytest.mark.slow
+def test_demo_reports_how_the_entropy_score_tracks_the_loss(demo_out: Path) -> None:
+    summary = json.loads((demo_out / "summary.json").read_text())
+    score = summary["label_free_score"]
+    agreement = {a["domain"]: a for a in score["agreement"]}
+    assert score["name"] == "predictive entropy" and set(agreement) == {"cityscapes", "kitti"}
+    assert all(a["n"] == summary["domains"][d]["n"] for d, a in agreement.items())
+    assert all(-1 <= a["spearman_rho"] <= 1 for a in agreement.values())
+    report = (demo_out / "report.html").read_text()
+    assert "Label-free score for targets without labels" in report
+
+
+@pytest.mark.slow
 def test_two_halves_of_the_source_show_no_significant_gap(demo_out: Path) -> None:
     """Random halves of the same domain: at alpha = 0.05 the test rejects about 5% of splits.
 
