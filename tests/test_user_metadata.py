@@ -176,3 +176,49 @@ def test_binder_user_fields_have_the_same_keys_for_every_sample(
     fields = [source.user_fields(i) for i in ids]
     assert all(set(f) == {"exposure_ms", "camera"} for f in fields)
     assert any(isinstance(f["exposure_ms"], float) and np.isnan(f["exposure_ms"]) for f in fields)
+
+
+@pytest.mark.slow
+def test_platform_check_registers_the_user_group(tiny_sample: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    from models import build_model, save_checkpoint
+    from models.export import export_onnx
+
+    torch.manual_seed(0)
+    model = build_model("deeplabv3plus_mobilenet", output_stride=16, head_channels=32).eval()
+    save_checkpoint(model, tmp_path / "model.pt")
+    export_onnx(model, tmp_path / "model.onnx", 128, 256)
+    rows = [
+        ["training/image_2/000000_10.png", 12.5, "rear"],
+        ["testing/image_2/000000_10.png", 3, "side"],
+    ]
+    meta = _write_csv(tmp_path / "kitti.csv", ["sample_id", "exposure_ms", "camera"], rows)
+    config = {
+        "image": {"height": 128, "width": 256},
+        "domains": [
+            {"name": "cityscapes", "kind": "cityscapes", "root": str(tiny_sample / "cityscapes"),
+             "splits": ["train", "val"]},
+            {"name": "kitti", "kind": "kitti", "root": str(tiny_sample / "kitti"),
+             "splits": ["training", "testing"], "metadata_csv": str(meta)},
+        ],
+        "model": {"checkpoint": "model.pt", "onnx": "model.onnx", "embedding_dim": 32,
+                  "arch": "deeplabv3plus_mobilenet", "device": "cpu"},
+        "cache_dir": "cache",
+    }  # fmt: skip
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "DOMAIN_GAP_CONFIG": str(path), "TL_DISABLE_ANALYTICS": "true"}
+    code = "import json, leap_test; print('@@' + json.dumps(leap_test.run_platform_check()))"
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("@@")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    report = json.loads(lines[-1][2:])
+    assert report["is_valid"] and any(m.startswith("user") for m in report["metadata"]), report
