@@ -38,7 +38,7 @@ def mean_map_figure(
     source: np.ndarray, target: np.ndarray, names: tuple[str, str], class_name: str
 ) -> bytes:
     """Source mean | target mean | target - source, on one colour scale per kind."""
-    fig, axes = plt.subplots(1, 3, figsize=(7.4, 1.45))
+    fig, axes = plt.subplots(1, 3, figsize=(6.6, 1.3))
     vmax = float(max(source.max(), target.max(), 1e-12))
     diff = target - source
     dmax = float(max(np.abs(diff).max(), 1e-12))
