@@ -69,7 +69,7 @@ def heatmap_cache(cache: FeatureCache, config: Config) -> FeatureCache:
     return sub
 
 
-def _masks(
+def class_masks(
     pred: np.ndarray, labels: np.ndarray, valid: np.ndarray, config: Config
 ) -> tuple[np.ndarray, np.ndarray]:
     """(B, C, H, W) bool class masks under the configured target and (B, C) presence."""
@@ -86,9 +86,8 @@ def cam_records(model: Any, device: Any, prepared: Sequence[Any], config: Config
     """The heatmap shard of each sample of one batch (``PreparedSample`` list)."""
     import torch
 
-    from models.cam import gradcam, upsample_cams
+    from models.cam import gradcam
 
-    h = config.analysis.heatmaps
     images = np.stack([p.image for p in prepared])
     valid = np.stack([np.asarray(p.valid, dtype=bool) for p in prepared])
     void = np.full(images.shape[1:3], IGNORE_INDEX, np.uint8)
@@ -98,20 +97,33 @@ def cam_records(model: Any, device: Any, prepared: Sequence[Any], config: Config
 
     def target(logits: torch.Tensor) -> torch.Tensor:
         pred = logits.argmax(dim=1).cpu().numpy()
-        found["masks"], found["present"] = _masks(pred, labels, valid, config)
+        found["masks"], found["present"] = class_masks(pred, labels, valid, config)
         return torch.from_numpy(found["masks"]).to(logits.device)
 
-    out = gradcam(model, x, target, h.layer)
+    out = gradcam(model, x, target, config.analysis.heatmaps.layer)
+    return shards_from(out.cams, found["masks"], found["present"], valid, config)
+
+
+def shards_from(
+    cams: Any, masks: np.ndarray, present: np.ndarray, valid: np.ndarray, config: Config
+) -> list[dict[str, np.ndarray]]:
+    """Heatmap shards from a batch's CAMs (B, C, h, w) (``models.cam.gradcam``, e.g. run by
+    an extraction pass that shares the forward), class masks (B, C, H, W), presence (B, C)
+    and valid pixels (B, H, W)."""
+    import torch
+
+    from models.cam import upsample_cams
+
+    h = config.analysis.heatmaps
     records = []
-    for b in range(len(prepared)):
-        idx = np.flatnonzero(found["present"][b])
-        vb = torch.from_numpy(valid[b : b + 1]).to(out.cams.device)
-        up = upsample_cams(out.cams[b : b + 1, idx], images.shape[1:3], vb)[0]
-        cams = up.float().cpu().numpy()
-        stats, maps = image_stats(cams, found["masks"][b, idx], valid[b], h.ring, h.grid)
+    for b in range(len(valid)):
+        idx = np.flatnonzero(present[b])
+        vb = torch.from_numpy(valid[b : b + 1]).to(cams.device)
+        up = upsample_cams(cams[b : b + 1, idx], valid.shape[1:3], vb)[0].float().cpu().numpy()
+        stats, maps = image_stats(up, masks[b, idx], valid[b], h.ring, h.grid)
         peak = maps.max(axis=(1, 2), keepdims=True) if len(maps) else maps
         scaled = np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
-        area = found["masks"][b, idx].reshape(len(idx), -1).sum(axis=1) / max(valid[b].sum(), 1)
+        area = masks[b, idx].reshape(len(idx), -1).sum(axis=1) / max(valid[b].sum(), 1)
         records.append(
             {
                 "classes": idx.astype(np.int16),
