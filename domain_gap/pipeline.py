@@ -737,8 +737,17 @@ def _fixes(
                 config, dataset, spec, (src_fit, tgt_fit), fit_set, cache, runner
             )
             after = extract_mitigated(
-                config, dataset, target, _subset(config), spec, fitted, cache, runner, progress
+                config,
+                dataset,
+                target,
+                domain_subset(config, dataset, target),
+                spec,
+                fitted,
+                cache,
+                runner,
+                progress,
             )
+            after = with_user_metadata(dataset, after)  # drift after the fix sees user fields
         out.append((Fix(spec.label, spec.kind, spec.options, fitted.key(), info, after), fitted))
     return out
 
