@@ -1,11 +1,10 @@
-"""The heatmap stage end to end on the tiny sample: summary section, samples.csv columns, the
-report section, a cached and resumable pass."""
+"""The heatmap stage on the tiny sample: its summary section, samples.csv columns and report
+section, a cached and resumable pass (the pipeline wiring runs in tests/test_pipeline.py)."""
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -46,10 +45,8 @@ def config(tiny_sample: Path, config_for: Any, tmp_path_factory: pytest.TempPath
 
 
 @pytest.fixture(scope="module")
-def outputs(config: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from domain_gap.pipeline import run_analysis
-
-    return run_analysis(config, tmp_path_factory.mktemp("out"), progress=False)
+def run(config: Any):
+    return run_heatmaps(config, DomainDataset(config), FeatureCache.for_config(config), None, False)
 
 
 class NoModel:
@@ -62,9 +59,12 @@ class NoModel:
         raise AssertionError("the model was called although every sample is cached")
 
 
-def test_summary_csv_and_report_carry_the_heatmaps(outputs: dict[str, Path], config) -> None:
-    summary = json.loads(outputs["summary"].read_text())
-    h = summary["heatmaps"]
+def test_section_columns_and_report(run, config) -> None:
+    from domain_gap.report.assets import ReportAssets
+    from domain_gap.report.heatmap_figures import draw
+    from domain_gap.report.html import environment
+
+    h = to_json(run.section)
     assert h["layer"] == "aspp" and h["target_masks"] == "predicted" and h["grid"] == [8, 16]
     comp = h["comparisons"]["kitti"]
     tested = [c for c in comp["classes"] if c["tested"]]
@@ -75,36 +75,44 @@ def test_summary_csv_and_report_carry_the_heatmaps(outputs: dict[str, Path], con
             assert t["p_floor"] == pytest.approx(1 / (comp["permutations"] + 1))
             assert t["p_adjusted"] >= t["p_value"]
     assert 1 / (comp["permutations"] + 1) <= comp["alpha"] / (2 * comp["n_tests"])
-    with outputs["samples"].open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    name = tested[0]["class_name"].replace(" ", "_")
-    shares = [float(r[f"cam_on_object_{name}"]) for r in rows if r[f"cam_on_object_{name}"]]
-    assert len(shares) >= 6 and all(0 <= v <= 1 for v in shares)
-    html = outputs["report"].read_text()
-    assert "Where the model looks" in html and tested[0]["class_name"] in html
+    ids = run.records.sample_ids.tolist()
+    name = tested[0]["class_name"]
+    shares = run.columns(ids)[f"cam_on_object_{name.replace(' ', '_')}"]
+    assert np.isfinite(shares).sum() >= 6 and np.nanmax(shares) <= 1
+    # the report section, drawn and rendered from the run alone
+    dataset = DomainDataset(config)
+    by_id = {r.sample_id: r for r in dataset.records}
+
+    def images(sample_ids):
+        prepared = {i: dataset.prepare(by_id[i]) for i in sample_ids}
+        return {i: (p.image, None, p.valid) for i, p in prepared.items()}
+
+    summary = SimpleNamespace(heatmaps=run.section)
+    assets = ReportAssets()
+    draw(assets, summary, run, images)
+    assert f"heatmaps/kitti/{name}" in assets.figures
+    html = environment().get_template("heatmaps.html.j2").render(s=summary, assets=assets)
+    assert "Where the model looks" in html and tested[0]["sentence"] in html.replace("&#39;", "'")
+    assert html.count("<img") == len(assets.figures)
 
 
-def test_a_cached_pass_needs_no_model_and_resumes(
-    outputs: dict[str, Path], config, tmp_path: Path
-) -> None:
-    from domain_gap.pipeline import run_analysis
-
-    again = run_analysis(config, tmp_path, progress=False, runner=NoModel())
-    first = json.loads(outputs["summary"].read_text())["heatmaps"]
-    assert json.loads(again["summary"].read_text())["heatmaps"] == first
+def test_a_cached_pass_needs_no_model_and_resumes(run, config) -> None:
     dataset = DomainDataset(config)
     cache = FeatureCache.for_config(config)
+    again = run_heatmaps(config, dataset, cache, NoModel(), progress=False)
+    first = to_json(run.section)
+    assert to_json(again.section) == first
     shards = sorted(heatmap_cache(cache, config).root.rglob("*.npz"))
     assert len(shards) == sum(1 for r in dataset.records if r.subset == "val")
     shards[0].unlink()  # an interrupted pass: one shard missing
     with pytest.raises(AssertionError, match="heatmap is cached"):
         run_heatmaps(config, dataset, cache, NoModel(), progress=False)
-    run = run_heatmaps(config, dataset, cache, None, progress=False)
-    assert isinstance(run.section, Heatmaps) and shards[0].is_file()
+    redone = run_heatmaps(config, dataset, cache, None, progress=False)
+    assert isinstance(redone.section, Heatmaps) and shards[0].is_file()
     with np.load(shards[0]) as npz:
         assert set(FIELDS) <= set(npz.files)
-    redone = to_json(run.section)["comparisons"]["kitti"]["classes"]
-    for a, b in zip(first["comparisons"]["kitti"]["classes"], redone, strict=True):
+    classes = to_json(redone.section)["comparisons"]["kitti"]["classes"]
+    for a, b in zip(first["comparisons"]["kitti"]["classes"], classes, strict=True):
         assert (a["class_name"], a["n_source"], a["n_target"]) == (
             b["class_name"],
             b["n_source"],
