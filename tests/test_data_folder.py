@@ -127,10 +127,20 @@ def _example(name: str, root: Path):
     return config.model_copy(update={"domains": domains})
 
 
+def _write_palette(path: Path, ids: np.ndarray) -> None:
+    """A palette PNG as GTA5 ships its labels: the indices are the label ids."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.fromarray(ids, mode="P")
+    im.putpalette(np.random.default_rng(0).integers(0, 255, 768).astype(np.uint8).tolist())
+    im.save(path)
+
+
 def test_gta5_example_layout_in_miniature(tmp_path: Path) -> None:
     for i in range(1, 5):
         _write(tmp_path / "images" / f"{i:05d}.png", np.full((H, W, 3), i * 20, np.uint8))
-        _write(tmp_path / "labels" / f"{i:05d}.png", train_id_to_color(_train_ids(i)))
+        _write_palette(tmp_path / "labels" / f"{i:05d}.png", train_id_to_id(_train_ids(i)))
     dataset = DomainDataset(_example("gta5", tmp_path), domains=["gta5"])
     assert [r.sample_id for r in dataset.records] == [
         f"gta5/images/{i:05d}.png" for i in range(1, 5)

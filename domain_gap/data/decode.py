@@ -9,12 +9,7 @@ import cv2
 import numpy as np
 
 from domain_gap.data.errors import DataError
-from domain_gap.labels import (
-    UnknownLabelIdError,
-    check_train_ids,
-    color_to_train_id,
-    id_to_train_id,
-)
+from domain_gap.labels import check_train_ids, color_to_train_id, id_to_train_id
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"IEND\xaeB`\x82"
@@ -47,14 +42,30 @@ def decode_image(data: bytes, source: str) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def _palette_indices(data: bytes, source: str) -> np.ndarray:
+    """The indices of a palette PNG (OpenCV would expand them to the palette's colours)."""
+    import io
+
+    from PIL import Image  # Pillow comes with scikit-image and matplotlib
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im, dtype=np.uint8).copy()
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{source}: corrupt palette PNG ({exc})") from None
+
+
 def decode_label_ids(data: bytes, source: str) -> np.ndarray:
-    """A Cityscapes labelIds PNG as uint8 (H, W) label ids."""
+    """A single-channel label PNG (ids or trainIds) as uint8 (H, W); a palette PNG (GTA5's
+    labels) gives its indices, not the palette's colours."""
     _check_complete(data, source)
+    if data.startswith(_PNG_MAGIC) and len(data) > 25 and data[25] == 3:  # IHDR colour type
+        return _palette_indices(data, source)
     ids = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if ids is None or ids.size == 0:
         raise DataError(f"{source}: corrupt label PNG, OpenCV cannot decode it")
     if ids.ndim != 2 or ids.dtype != np.uint8:
-        hint = " (a palette PNG reads as colours: label_format color)" if ids.ndim == 3 else ""
+        hint = " (a colour label image: label_format color)" if ids.ndim == 3 else ""
         raise DataError(
             f"{source}: expected a single-channel 8-bit labelIds PNG, got "
             f"{ids.dtype} with shape {ids.shape}{hint}"
@@ -70,10 +81,8 @@ def decode_label(
 ) -> np.ndarray:
     """A label PNG (``labelIds``, ``trainIds`` or Cityscapes ``color``) as uint8 trainIds
     (void 255), checked against the image size."""
-    if label_format == "color":
-        raw = decode_image(data, source)
-    else:
-        raw = decode_label_ids(data, source)
+    decode = decode_image if label_format == "color" else decode_label_ids
+    raw = decode(data, source)
     if image_hw is not None and raw.shape[:2] != tuple(image_hw):
         raise DataError(
             f"{source}: label is {raw.shape[1]}x{raw.shape[0]} (WxH) but its image is "
