@@ -167,3 +167,13 @@ def test_bdd100k_example_layout_in_miniature(tmp_path: Path) -> None:
     labelled = [r for r in dataset.records if r.label_path]
     assert all("/labels/sem_seg/masks/" in r.label_path for r in labelled)
     np.testing.assert_array_equal(dataset.load(labelled[0]).label, _train_ids(0))
+
+
+def test_colour_labels_map_shared_colours_to_the_train_class_and_reject_others() -> None:
+    from domain_gap.labels import NAME_TO_TRAIN_ID, UnknownLabelIdError, color_to_train_id
+
+    pole = np.array([[[153, 153, 153]]], np.uint8)  # pole and polegroup share this colour
+    assert color_to_train_id(pole)[0, 0] == NAME_TO_TRAIN_ID["pole"]
+    assert color_to_train_id(np.array([[[81, 0, 81]]], np.uint8))[0, 0] == IGNORE_INDEX  # ground
+    with pytest.raises(UnknownLabelIdError, match=r"lab\.png: colour\(s\) \[\(1, 2, 3\)\]"):
+        color_to_train_id(np.array([[[1, 2, 3]]], np.uint8), "lab.png")
