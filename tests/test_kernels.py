@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
@@ -96,3 +99,21 @@ def test_upper_tiles_cover_the_upper_triangle_once(n_total: int, block: int) -> 
             assert j0 >= i1  # off-diagonal tiles lie strictly above the diagonal
     assert np.array_equal(np.triu(seen), np.triu(np.ones_like(seen)))  # each pair once
     assert seen.max() == 1  # ... and no tile repeated below the diagonal either
+
+
+def test_p3_figure_reports_time_memory_and_verdict_at_a_tiny_size() -> None:
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_mmd.py"
+    spec = importlib.util.spec_from_file_location("bench_mmd", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    fig = bench.p3_figure(n_per_side=150, d=8, permutations=19)
+    assert (fig["n"], fig["d"], fig["dtype"], fig["goal_s"], fig["goal_mb"]) == (
+        150,
+        8,
+        "float32",
+        15,
+        3072,
+    )
+    assert 0 < fig["peak_traced_mb"] <= fig["peak_mb"] and fig["peak_rss_delta_mb"] >= 0
+    assert fig["pass"] == (fig["seconds"] <= 15 and fig["peak_mb"] <= 3072)
+    assert "float32" in fig["method"] and 1 / 20 <= fig["p_value"] <= 1
