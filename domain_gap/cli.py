@@ -76,8 +76,11 @@ def export_onnx(
     adabn_target: Annotated[
         str | None, typer.Option(help="Domain AdaBN is fitted on (default: first non-source).")
     ] = None,
+    cam: Annotated[
+        bool, typer.Option(help="Add the closed-form classifier-layer Grad-CAM output 'cam'.")
+    ] = False,
 ) -> None:
-    """Export a checkpoint to ONNX (logits + embedding outputs) and check parity."""
+    """Export a checkpoint to ONNX (logits + embedding [+ cam] outputs) and check parity."""
     from models.export import export_adabn, export_checkpoint
 
     sizes = {
@@ -91,9 +94,11 @@ def export_onnx(
         if adabn_target is not None:
             raise ValueError("--adabn-target needs --adabn-config")
         report = export_checkpoint(
-            checkpoint, out, **{**sizes, "height": height or 256, "width": width or 512}
+            checkpoint, out, **{**sizes, "height": height or 256, "width": width or 512}, cam=cam
         )
     else:
+        if cam:
+            raise ValueError("--cam is not available with --adabn-config yet")
         from domain_gap.config import load_config
 
         report = export_adabn(checkpoint, out, load_config(adabn_config), adabn_target, **sizes)

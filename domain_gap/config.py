@@ -194,6 +194,8 @@ class AnalysisConfig(_Strict):
     max_dim: int = Field(64, ge=2)
     """Fréchet distance is computed in at most this many PCA dimensions (and < N)."""
     alpha: float = Field(0.05, gt=0, lt=1)
+    mmd: Literal["auto", "exact", "linear"] = "auto"
+    """The latent MMD test: exact up to 20,000 pooled images, random Fourier features above."""
     projection: Literal["auto", "pca", "tsne", "umap"] = "auto"
     """The latent map's 2-D projection; auto = t-SNE up to 5,000 images, then UMAP."""
     mitigations: list[MitigationConfig] = []

@@ -35,6 +35,7 @@ from domain_gap.analysis.extract import (
     Features,
     LazyRunner,
     Runner,
+    domain_subset,
     extract_domain,
     load_predictions,
     read_model_card,
@@ -69,7 +70,7 @@ from domain_gap.analysis.whatif import Fix, Settings, what_if
 from domain_gap.atomic import write_atomic
 from domain_gap.config import Config, load_config
 from domain_gap.data.user_metadata import PREFIX as USER_PREFIX
-from domain_gap.heatmaps.run import HeatmapRun, run_heatmaps
+from domain_gap.heatmaps.run import CamSink, HeatmapRun, run_heatmaps
 from domain_gap.labels import CLASS_NAMES
 from domain_gap.metrics import dataset_iou
 
@@ -117,20 +118,6 @@ def _subset(config: Config) -> str | None:
     return None if config.analysis.subset == "all" else config.analysis.subset
 
 
-def domain_subset(config: Config, dataset: Any, name: str) -> str | None:
-    """The subset of domain ``name`` that is analysed: the configured one, except for a target
-    with no frame in it but unlabeled frames, which enters with every unlabeled frame (the
-    source always stays on the configured subset, so its training images never mix in)."""
-    subset = _subset(config)
-    if subset is None or name == config.source_domain:
-        return subset
-    if not dataset.select(domain=name, subset=subset) and dataset.select(
-        domain=name, subset="unlabeled"
-    ):
-        return "unlabeled"
-    return subset
-
-
 def extract_all(
     config: Config,
     dataset: Any,
@@ -138,7 +125,10 @@ def extract_all(
     runner: Runner,
     progress: bool = True,
 ) -> Features:
-    """Features of the analysis subset of every configured domain, in config order."""
+    """Features of the analysis subset of every configured domain, in config order.
+
+    With heatmaps on, the same forward also makes their Grad-CAMs (one pass, not two)."""
+    sink = CamSink(config, cache) if config.analysis.heatmaps.enabled else None
     parts = [
         extract_domain(
             config,
@@ -148,6 +138,7 @@ def extract_all(
             runner=runner,
             cache=cache,
             progress=progress,
+            cam_sink=sink,
         )
         for d in config.domains
     ]
@@ -313,6 +304,7 @@ def _latent_gap(config: Config, s: Features, t: Features, bandwidth: float) -> L
         probs_source=s.prob_mean,
         probs_target=t.prob_mean,
         class_names=CLASS_NAMES,
+        mmd=a.mmd,
     )
 
 

@@ -120,3 +120,46 @@ def test_a_cached_pass_needs_no_model_and_resumes(run, config) -> None:
         )
         for ta, tb in zip(a["tests"], b["tests"], strict=True):
             assert ta["value_target"] == pytest.approx(tb["value_target"], abs=1e-4)
+
+
+def test_the_extraction_pass_makes_the_same_heatmaps_from_its_own_forward(config: Any, tmp_path):
+    """One forward for records and CAMs: the shards equal the separate heatmap pass's, the
+    records equal a pass without heatmaps."""
+    from domain_gap.analysis.extract import extract_domain, load_runner
+    from domain_gap.heatmaps.run import CamSink, cam_pass
+
+    dataset = DomainDataset(config)
+    domain = config.source_domain
+    shared = FeatureCache.for_config(config.model_copy(update={"cache_dir": str(tmp_path / "s")}))
+    runner = load_runner(config)
+    with_cams = extract_domain(
+        config,
+        dataset,
+        domain,
+        "val",
+        runner=runner,
+        cache=shared,
+        progress=False,
+        cam_sink=CamSink(config, shared),
+    )
+    plain = FeatureCache.for_config(config.model_copy(update={"cache_dir": str(tmp_path / "p")}))
+    without = extract_domain(
+        config, dataset, domain, "val", runner=runner, cache=plain, progress=False
+    )
+    np.testing.assert_array_equal(with_cams.embeddings, without.embeddings)
+    np.testing.assert_array_equal(with_cams.confusion, without.confusion)
+    np.testing.assert_allclose(with_cams.loss, without.loss, rtol=1e-6)
+
+    folded = cam_pass(config, dataset, domain, shared, NoModel(), False)  # all cached already
+    separate = cam_pass(config, dataset, domain, plain, runner, False)
+    assert len(folded) == len(separate) > 0
+    for a, b in zip(folded, separate, strict=True):
+        assert a["sample_id"] == b["sample_id"]
+        for name in FIELDS:
+            np.testing.assert_allclose(
+                np.asarray(a[name], float),
+                np.asarray(b[name], float),
+                rtol=1e-5,
+                atol=1e-6,
+                err_msg=name,
+            )

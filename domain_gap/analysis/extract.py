@@ -184,7 +184,13 @@ class TorchRunner:
         """This runner (the loaded model); :class:`LazyRunner` loads one first."""
         return self
 
-    def __call__(self, x: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    def __call__(
+        self, x: np.ndarray, labels: np.ndarray, cam: tuple[Any, str] | None = None
+    ) -> dict[str, Any]:
+        """The model's outputs (see :class:`Runner`); with ``cam`` = (class-masks function of
+        the logits, layer) the same forward also gives every class's Grad-CAM (``cams``)."""
+        if cam is not None:
+            return self._with_cam(x, labels, *cam)
         from models import run_batch
 
         out = run_batch(self.model, x, self.device, self.tap, labels=labels, logits_on_device=True)
@@ -194,6 +200,27 @@ class TorchRunner:
             "class_emb": out["class_embedding"],
             "class_counts": out["class_count"],
         }
+
+    def _with_cam(self, x: np.ndarray, labels: np.ndarray, masks: Any, layer: str) -> dict:
+        import torch
+
+        from models import class_embeddings, image_embedding
+        from models.cam import gradcam
+
+        self.model.eval()
+        out = gradcam(
+            self.model, torch.as_tensor(x, dtype=torch.float32).to(self.device), masks, layer
+        )
+        assert out.taps is not None  # gradcam returns its forward's taps
+        with torch.no_grad():
+            emb, counts = class_embeddings(out.taps[self.tap], labels, self.model.info.num_classes)
+            return {
+                "logits": out.logits,
+                "embedding": image_embedding(out.taps, self.tap).float().cpu().numpy(),
+                "class_emb": emb.float().cpu().numpy(),
+                "class_counts": counts.cpu().numpy().astype(np.int64),
+                "cams": out.cams,
+            }
 
 
 def load_runner(config: Config, cache: FeatureCache | None = None) -> TorchRunner:
@@ -237,8 +264,8 @@ class LazyRunner:
             self._runner = load_runner(self.config, self.cache)
         return self._runner
 
-    def __call__(self, x: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-        return self.get()(x, labels)
+    def __call__(self, x: np.ndarray, labels: np.ndarray, **kwargs: Any) -> dict[str, Any]:
+        return self.get()(x, labels, **kwargs)
 
 
 def write_model_card(cache: FeatureCache, card: Any) -> None:
@@ -268,13 +295,24 @@ class Forwarded:
     labelled: np.ndarray
     out: Mapping[str, np.ndarray]
     pixels: PixelSummary
+    valid: np.ndarray | None = None
+    cams: Any = None
+    """(B, C, h, w) Grad-CAMs when the pass also makes heatmaps (else None)."""
+    cam_masks: dict[str, np.ndarray] | None = None
 
 
 def forward_batch(
-    runner: Runner, prepared: Sequence[Any], config: Config, transform: Any = None
+    runner: Runner,
+    prepared: Sequence[Any],
+    config: Config,
+    transform: Any = None,
+    cam_sink: Any = None,
 ) -> Forwarded:
     """Normalise a batch of ``PreparedSample`` (``transform``, a fitted mitigation, maps each
-    image first), run the model and reduce its logits where they are (torch, model's device)."""
+    image first), run the model and reduce its logits where they are (torch, model's device).
+
+    ``cam_sink`` (a ``heatmaps.run.CamSink``, with a :class:`TorchRunner`) makes the same
+    forward give the heatmaps' Grad-CAMs too."""
     if transform is not None:
         prepared = [_transformed(p, transform) for p in prepared]
     images = np.stack([p.image for p in prepared])
@@ -285,7 +323,14 @@ def forward_batch(
         ]
     ).astype(np.uint8)
     x = normalize_image(images, config.image.mean, config.image.std)
-    out = dict(runner(x, labels))
+    valid = np.stack([np.asarray(p.valid, dtype=bool) for p in prepared])
+    found = None
+    if cam_sink is None:
+        out = dict(runner(x, labels))
+    else:
+        masks, found = cam_sink.target(labels, valid)
+        out = dict(runner(x, labels, cam=(masks, config.analysis.heatmaps.layer)))  # type: ignore[call-arg]
+    cams = out.pop("cams", None)
     logits = out.pop("logits")
     if tuple(logits.shape[2:]) != labels.shape[1:]:
         raise ExtractionError(
@@ -294,10 +339,9 @@ def forward_batch(
         )
     from domain_gap.metrics_torch import summarize_pixels  # torch: not on the platform's path
 
-    valid = np.stack([np.asarray(p.valid, dtype=bool) for p in prepared])
     pixels = summarize_pixels(logits, labels, valid, CALIBRATION_BINS, PRED_STRIDE)
     labelled = np.array([p.label is not None for p in prepared])
-    return Forwarded(prepared, labelled, out, pixels)
+    return Forwarded(prepared, labelled, out, pixels, valid, cams, found)
 
 
 def compute_records(
@@ -396,6 +440,20 @@ def cache_source(config: Config, domain: str) -> str:
     return root if identity is None else f"{root}\0{identity}"
 
 
+def domain_subset(config: Config, dataset: Any, name: str) -> str | None:
+    """The subset of domain ``name`` that is analysed: the configured one, except for a target
+    with no frame in it but unlabeled frames, which enters with every unlabeled frame (the
+    source always stays on the configured subset, so its training images never mix in)."""
+    subset = None if config.analysis.subset == "all" else config.analysis.subset
+    if subset is None or name == config.source_domain:
+        return subset
+    if not dataset.select(domain=name, subset=subset) and dataset.select(
+        domain=name, subset="unlabeled"
+    ):
+        return "unlabeled"
+    return subset
+
+
 def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -412,6 +470,7 @@ def extract_domain(
     progress: bool = True,
     transform: Any = None,
     label: str = "",
+    cam_sink: Any = None,
 ) -> Features:
     """Records of one domain's subset (``None`` = all), computing only what the cache lacks.
 
@@ -419,6 +478,8 @@ def extract_domain(
     from the cache. Each batch is written to the cache before the next one starts, so an
     interrupted pass resumes where it stopped. ``transform`` (a fitted mitigation, with a
     cache of its own) maps the images first; ``label`` names the pass in the progress bar.
+    ``cam_sink`` (``heatmaps.run.CamSink``) writes the heatmap shards of the batches it still
+    lacks from the same forward (a torch runner only; others leave them to the heatmap pass).
     """
     cache = cache or FeatureCache.for_config(config)
     records = list(dataset.select(domain=domain, subset=subset))
@@ -438,10 +499,20 @@ def extract_domain(
         desc = f"extract {domain}" + (f" ({label})" if label else "")
         bar = tqdm(total=len(missing), desc=desc, unit="img", disable=not progress)
 
+        def forward(chunk: Sequence[int], prepared: list[Any]) -> Forwarded:
+            ids = [records[i].sample_id for i in chunk]
+            torch_runner = isinstance(getattr(runner, "get", lambda: None)(), TorchRunner)
+            wanted = cam_sink is not None and torch_runner and cam_sink.wanted(domain, ids, source)
+            sink = cam_sink if wanted else None
+            return forward_batch(runner, prepared, config, cam_sink=sink)
+
         def finish(chunk: Sequence[int], batch: Forwarded) -> None:
+            ids = [records[i].sample_id for i in chunk]
             for i, arrays in zip(chunk, batch_records(batch), strict=True):
                 cache.save(domain, records[i].sample_id, arrays, source)
                 rows.put(i, arrays)
+            if batch.cams is not None:
+                cam_sink.save(domain, ids, source, batch.cams, batch.cam_masks, batch.valid)
             bar.update(len(chunk))
 
         def load(chunk: Sequence[int]) -> list[Any]:
@@ -452,7 +523,7 @@ def extract_domain(
             _pipelined(
                 list(_batches(missing, config.model.batch_size)),
                 load,
-                lambda prepared: forward_batch(runner, prepared, config),
+                forward,
                 finish,
             )
     return rows.features(records)
@@ -461,7 +532,7 @@ def extract_domain(
 def _pipelined(
     chunks: Sequence[Sequence[int]],
     load: Callable[[Sequence[int]], list[Any]],
-    forward: Callable[[list[Any]], Forwarded],
+    forward: Callable[[Sequence[int], list[Any]], Forwarded],
     finish: Callable[[Sequence[int], Forwarded], None],
 ) -> None:
     """Run ``forward`` on this thread (the model's threads) while a loader thread decodes (and
@@ -478,7 +549,7 @@ def _pipelined(
             prepared = upcoming.result()
             if k + 1 < len(chunks):
                 upcoming = loader.submit(load, chunks[k + 1])
-            batch = forward(prepared)
+            batch = forward(chunk, prepared)
             if pending is not None:
                 pending.result()
             pending = writer.submit(finish, chunk, batch)

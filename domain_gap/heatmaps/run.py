@@ -22,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from domain_gap.analysis.cache import FeatureCache
-from domain_gap.analysis.extract import cache_source, load_runner
+from domain_gap.analysis.extract import cache_source, domain_subset, load_runner
 from domain_gap.analysis.results import Heatmaps
 from domain_gap.config import Config
 from domain_gap.encoders import normalize_image
@@ -135,6 +135,52 @@ def shards_from(
     return records
 
 
+class CamSink:
+    """Heatmap shards made inside the extraction pass, from the forward it runs anyway.
+
+    ``extract_domain`` asks :meth:`wanted` which samples of a batch lack a heatmap shard, runs
+    the model through ``models.cam.gradcam`` with :meth:`target` as the class masks (one
+    forward gives the logits, the taps and every CAM) and hands the CAMs to :meth:`save`.
+    Samples it does not cover (a cached extraction, a runner without a torch model) are left
+    to :func:`cam_pass`, so the shards are the same either way.
+    """
+
+    def __init__(self, config: Config, cache: FeatureCache) -> None:
+        self.config = config
+        self.sub = heatmap_cache(cache, config)
+
+    def wanted(self, domain: str, sample_ids: Sequence[str], source: str) -> bool:
+        """Whether any of these samples still needs its heatmap shard."""
+        return any(self.sub.load(domain, s, source, FIELDS) is None for s in sample_ids)
+
+    def target(self, labels: np.ndarray, valid: np.ndarray) -> tuple[Any, dict[str, np.ndarray]]:
+        """The masks function for ``gradcam`` and the dict it fills (masks, presence)."""
+        import torch
+
+        found: dict[str, np.ndarray] = {}
+
+        def masks(logits: torch.Tensor) -> torch.Tensor:
+            pred = logits.argmax(dim=1).cpu().numpy()
+            found["masks"], found["present"] = class_masks(pred, labels, valid, self.config)
+            return torch.from_numpy(found["masks"]).to(logits.device)
+
+        return masks, found
+
+    def save(
+        self,
+        domain: str,
+        sample_ids: Sequence[str],
+        source: str,
+        cams: Any,
+        found: dict[str, np.ndarray],
+        valid: np.ndarray,
+    ) -> None:
+        """Write the shards of one batch (its CAMs, masks and valid pixels)."""
+        shards = shards_from(cams, found["masks"], found["present"], valid, self.config)
+        for sample_id, arrays in zip(sample_ids, shards, strict=True):
+            self.sub.save(domain, sample_id, arrays, source)
+
+
 def _model(runner: Any, config: Config, cache: FeatureCache) -> tuple[Any, Any]:
     """The torch model and device: the pipeline's runner's when it has one, else loaded."""
     loaded = runner.get() if hasattr(runner, "get") else None
@@ -152,8 +198,7 @@ def cam_pass(
     progress: bool = True,
 ) -> list[dict[str, np.ndarray]]:
     """Heatmap shards of one domain's evaluation subset, computing only what is missing."""
-    subset = None if config.analysis.subset == "all" else config.analysis.subset
-    records = list(dataset.select(domain=domain, subset=subset))
+    records = list(dataset.select(domain=domain, subset=domain_subset(config, dataset, domain)))
     sub = heatmap_cache(cache, config)
     source = cache_source(config, domain)
     shards = [sub.load(domain, r.sample_id, source, FIELDS) for r in records]
