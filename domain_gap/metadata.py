@@ -97,8 +97,8 @@ def _check_image_valid(
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
     """Rec.601 luma on the 0-255 scale, float64."""
-    rgb = rgb.astype(np.float64)
-    return 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+    r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
+    return 0.299 * r + 0.587 * g + 0.114 * b
 
 
 def _laplacian_variance(luma: np.ndarray, valid: np.ndarray) -> float:
@@ -124,7 +124,7 @@ def _entropy_bits(luma: np.ndarray) -> float:
 
 def _colorfulness(rgb: np.ndarray) -> float:
     """Hasler & Süsstrunk (2003) colourfulness on (N, 3) pixels in 0-255."""
-    r, g, b = (rgb[:, i].astype(np.float64) for i in range(3))
+    r, g, b = (np.asarray(rgb[:, i], dtype=np.float64) for i in range(3))
     rg = r - g
     yb = 0.5 * (r + g) - b
     sigma = math.hypot(rg.std(), yb.std())
@@ -159,19 +159,20 @@ def image_metadata(image: np.ndarray, valid: np.ndarray | None = None) -> dict[s
     out["pad_fraction"] = float(1.0 - mask.mean()) if mask.size else _NAN
     if not mask.any():
         return out
-    pixels = img[mask].astype(np.float64)  # (N, 3)
+    channels = np.ascontiguousarray(img[mask].T, dtype=np.float64)  # (3, N): rows reduce fast
     luma_map = _luma(img)
     luma = luma_map[mask]
+    means, stds = channels.mean(axis=1), channels.std(axis=1)
     for i, ch in enumerate("rgb"):
-        out[f"mean_{ch}"] = float(pixels[:, i].mean())
-        out[f"std_{ch}"] = float(pixels[:, i].std())
+        out[f"mean_{ch}"] = float(means[i])
+        out[f"std_{ch}"] = float(stds[i])
     out["brightness"] = float(luma.mean())
     out["brightness_top"], out["brightness_bottom"] = _half_brightness(luma_map, mask)
     out["contrast_rms"] = float((luma / 255.0).std())
-    cmax, cmin = pixels.max(axis=1), pixels.min(axis=1)
+    cmax, cmin = channels.max(axis=0), channels.min(axis=0)
     out["saturation"] = float(np.where(cmax > 0, (cmax - cmin) / np.maximum(cmax, 1), 0.0).mean())
     out["sharpness"] = _laplacian_variance(luma_map, mask)
-    out["colorfulness"] = _colorfulness(pixels)
+    out["colorfulness"] = _colorfulness(channels.T)
     out["entropy"] = _entropy_bits(luma)
     out["dark_fraction"] = float((luma < DARK_LUMA).mean())
     out["bright_fraction"] = float((luma > BRIGHT_LUMA).mean())

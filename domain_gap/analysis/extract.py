@@ -307,6 +307,7 @@ def forward_batch(
     config: Config,
     transform: Any = None,
     cam_sink: Any = None,
+    x: np.ndarray | None = None,
 ) -> Forwarded:
     """Normalise a batch of ``PreparedSample`` (``transform``, a fitted mitigation, maps each
     image first), run the model and reduce its logits where they are (torch, model's device).
@@ -322,7 +323,8 @@ def forward_batch(
             for p in prepared
         ]
     ).astype(np.uint8)
-    x = normalize_image(images, config.image.mean, config.image.std)
+    if x is None:
+        x = normalize_image(images, config.image.mean, config.image.std)
     valid = np.stack([np.asarray(p.valid, dtype=bool) for p in prepared])
     found = None
     if cam_sink is None:
@@ -499,12 +501,13 @@ def extract_domain(
         desc = f"extract {domain}" + (f" ({label})" if label else "")
         bar = tqdm(total=len(missing), desc=desc, unit="img", disable=not progress)
 
-        def forward(chunk: Sequence[int], prepared: list[Any]) -> Forwarded:
+        def forward(chunk: Sequence[int], loaded: tuple[list[Any], np.ndarray]) -> Forwarded:
+            prepared, x = loaded
             ids = [records[i].sample_id for i in chunk]
             torch_runner = isinstance(getattr(runner, "get", lambda: None)(), TorchRunner)
             wanted = cam_sink is not None and torch_runner and cam_sink.wanted(domain, ids, source)
             sink = cam_sink if wanted else None
-            return forward_batch(runner, prepared, config, cam_sink=sink)
+            return forward_batch(runner, prepared, config, cam_sink=sink, x=x)
 
         def finish(chunk: Sequence[int], batch: Forwarded) -> None:
             ids = [records[i].sample_id for i in chunk]
@@ -515,9 +518,12 @@ def extract_domain(
                 cam_sink.save(domain, ids, source, batch.cams, batch.cam_masks, batch.valid)
             bar.update(len(chunk))
 
-        def load(chunk: Sequence[int]) -> list[Any]:
+        def load(chunk: Sequence[int]) -> tuple[list[Any], np.ndarray]:
             prepared = [dataset.prepare(records[i]) for i in chunk]
-            return prepared if transform is None else [_transformed(p, transform) for p in prepared]
+            if transform is not None:
+                prepared = [_transformed(p, transform) for p in prepared]
+            images = np.stack([p.image for p in prepared])
+            return prepared, normalize_image(images, config.image.mean, config.image.std)
 
         with bar:
             _pipelined(
@@ -531,12 +537,12 @@ def extract_domain(
 
 def _pipelined(
     chunks: Sequence[Sequence[int]],
-    load: Callable[[Sequence[int]], list[Any]],
-    forward: Callable[[Sequence[int], list[Any]], Forwarded],
+    load: Callable[[Sequence[int]], Any],
+    forward: Callable[[Sequence[int], Any], Forwarded],
     finish: Callable[[Sequence[int], Forwarded], None],
 ) -> None:
-    """Run ``forward`` on this thread (the model's threads) while a loader thread decodes (and
-    mitigates) the next chunk and a writer thread computes the metadata of the previous batch
+    """Run ``forward`` on this thread (the model's threads) while a loader thread decodes, mitigates
+    and normalises the next chunk and a writer thread computes the metadata of the previous batch
     and writes its shards. At most one batch waits on each side, so memory stays flat and an
     interrupted pass loses at most two batches; errors surface where they happen.
     """
