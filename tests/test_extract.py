@@ -419,3 +419,24 @@ def test_unlabelled_samples_have_no_loss(
     assert np.isfinite(feats.embeddings).all() and np.isfinite(feats.metadata["brightness"]).all()
     np.testing.assert_allclose(feats.pred_frac.sum(axis=1), 1.0)
     np.testing.assert_allclose(feats.prob_mean.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_metadata_columns_from_json_equal_the_dict_version() -> None:
+    import json
+
+    from domain_gap.analysis.extract import metadata_columns_json
+
+    rows = [
+        {"a": 1.5, "b": "x", "c": True, "d": None},
+        {"a": 2, "c": False, "e": 3.0},
+        {"b": 7, "d": 4.0, "e": None},
+    ]
+    expected = metadata_columns(rows)
+    got = metadata_columns_json([json.dumps(r) for r in rows])
+    assert list(got) == list(expected)
+    for key, col in expected.items():
+        assert got[key].dtype.kind == col.dtype.kind, key
+        if col.dtype.kind == "f":
+            np.testing.assert_array_equal(got[key], col)
+        else:
+            assert got[key].tolist() == col.tolist(), key

@@ -172,6 +172,29 @@ def metadata_columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]
     return columns
 
 
+def metadata_columns_json(texts: Sequence[str]) -> dict[str, np.ndarray]:
+    """:func:`metadata_columns` of JSON-encoded rows, decoded twice (once for the fields and
+    their types, once to fill preallocated columns) so that the rows never all live as dicts."""
+    numeric: dict[str, bool] = {}
+    for text in texts:
+        for key, value in json.loads(text).items():
+            is_num = value is None or isinstance(value, int | float)  # bool is an int
+            numeric[key] = numeric.get(key, True) and is_num
+    n = len(texts)
+    nums = {k: np.full(n, np.nan) for k, v in numeric.items() if v}
+    strs: dict[str, list[str]] = {k: [""] * n for k, v in numeric.items() if not v}
+    for i, text in enumerate(texts):
+        for key, value in json.loads(text).items():
+            if value is None:
+                continue
+            if key in nums:
+                nums[key][i] = float(value)
+            else:
+                strs[key][i] = str(value)
+    columns = {**nums, **{k: np.array(v, dtype=str) for k, v in strs.items()}}
+    return {k: columns[k] for k in sorted(columns)}
+
+
 class TorchRunner:
     """Runs a ``models`` segmentation network through ``models.run_batch`` (inference mode)."""
 
@@ -616,7 +639,7 @@ class _Rows:
             pred_frac=a["pred_frac"],
             labelled=a["labelled"],
             calibration=a["calibration"],
-            metadata=metadata_columns([json.loads(m) for m in self.meta]),
+            metadata=metadata_columns_json(self.meta),
             entropy=a["entropy"],
             max_prob=a["max_prob"],
         )
