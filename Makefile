@@ -7,7 +7,9 @@ setup:
 demo: setup
 	TL_DISABLE_ANALYTICS=true .venv/bin/poetry run domain-gap demo
 
-test: setup
+# The tests also cover the optional Ray executor, so they install its extra.
+test:
+	@DOMAIN_GAP_EXTRAS=ray bash scripts/setup.sh
 	TL_DISABLE_ANALYTICS=true .venv/bin/poetry run pytest
 
 lint: setup

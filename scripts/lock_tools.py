@@ -9,7 +9,9 @@ locked at several versions under different markers is left to pip (torch pins th
 
 Usage:
     python scripts/lock_tools.py normalize poetry.lock pyproject.toml   (needs poetry importable)
-    python scripts/lock_tools.py requirements poetry.lock > requirements.txt
+    python scripts/lock_tools.py requirements poetry.lock [EXTRA ...] > requirements.txt
+
+Optional packages (``extra == "name"`` markers) are installed only for the extras named.
 """
 
 from __future__ import annotations
@@ -34,7 +36,36 @@ def normalize(lock_path: Path, pyproject: Path) -> None:
     lock_path.write_text(text, encoding="utf-8")
 
 
-def requirements(lock_path: Path) -> str:
+def _extra_marker(marker: str, extras: frozenset[str]) -> str | None:
+    """``marker`` with each ``extra == "x"`` decided by ``extras``; None: never installed.
+
+    Poetry writes an extra-only package's marker as a bare ``extra == "x"`` clause, which
+    pip cannot evaluate from a requirements file; it is decided here instead.
+    """
+    clause = re.compile(r'extra == "([A-Za-z0-9_.-]+)"')
+    found = clause.findall(marker)
+    if not found:
+        return marker
+    if clause.fullmatch(marker.strip()):
+        return "" if found[0] in extras else None
+    raise SystemExit(f"lock_tools: cannot decide the marker {marker!r}; extend _extra_marker")
+
+
+def _markers(pkg: dict, extras: frozenset[str]) -> str | None:
+    """The package's install marker ("" = always, None = not for this install)."""
+    markers = pkg.get("markers")
+    if isinstance(markers, dict):  # per group; a locked group without an entry is unconditional
+        if any(group not in markers for group in pkg.get("groups", [])):
+            return ""
+        decided = [_extra_marker(m, extras) for m in markers.values()]
+        kept = [m for m in decided if m is not None]
+        if not kept:
+            return None
+        return "" if "" in kept else " or ".join(f"({m})" for m in kept)
+    return _extra_marker(markers, extras) if markers else ""
+
+
+def requirements(lock_path: Path, extras: frozenset[str] = frozenset()) -> str:
     """The locked packages as pip requirement lines, with their environment markers."""
     lock = tomllib.loads(lock_path.read_text(encoding="utf-8"))
     names = [pkg["name"] for pkg in lock["package"]]
@@ -44,10 +75,10 @@ def requirements(lock_path: Path) -> str:
             # Locked twice under disjoint markers (torch's CUDA wheels): the exact pins in
             # torch's own metadata decide, so pip resolves these itself.
             continue
+        markers = _markers(pkg, extras)
+        if markers is None:
+            continue
         line = f"{pkg['name']}=={pkg['version']}"
-        markers = pkg.get("markers")
-        if isinstance(markers, dict):  # per-group markers: any group suffices
-            markers = " or ".join(f"({m})" for m in markers.values())
         if markers:
             line += f" ; {markers}"
         lines.append(line)
@@ -57,8 +88,8 @@ def requirements(lock_path: Path) -> str:
 def main(argv: list[str]) -> None:
     if len(argv) >= 2 and argv[0] == "normalize":
         normalize(Path(argv[1]), Path(argv[2] if len(argv) > 2 else "pyproject.toml"))
-    elif len(argv) == 2 and argv[0] == "requirements":
-        sys.stdout.write(requirements(Path(argv[1])))
+    elif len(argv) >= 2 and argv[0] == "requirements":
+        sys.stdout.write(requirements(Path(argv[1]), frozenset(argv[2:])))
     else:
         raise SystemExit(__doc__)
 

@@ -2,6 +2,7 @@
 # Set up .venv from poetry.lock with pip (idempotent: a second run with the same lock is instant).
 # Poetry is installed into the venv to run the scripts (`poetry run ...`); pip does the installing
 # because poetry's default source cannot be reached from every network.
+# DOMAIN_GAP_EXTRAS="ray" also installs the locked optional extras named (`make test` does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +15,8 @@ PY
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 stamp=.venv/.installed
-want=$(cat poetry.lock pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+extras=${DOMAIN_GAP_EXTRAS:-}
+want=$( (cat poetry.lock pyproject.toml scripts/setup.sh; echo "extras: $extras") | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -32,9 +34,10 @@ pip_q() {
   rm -f "$log"
 }
 
-echo "setting up .venv from poetry.lock (first run: a few minutes)"
+echo "setting up .venv from poetry.lock${extras:+ with extras: $extras} (first run: a few minutes)"
 req=.venv/requirements.lock.txt
-.venv/bin/python scripts/lock_tools.py requirements poetry.lock > "$req"
+# shellcheck disable=SC2086  # extras are words
+.venv/bin/python scripts/lock_tools.py requirements poetry.lock $extras > "$req"
 pip_q --upgrade "pip>=24.2"
 pip_q -r "$req"
 pip_q -c "$req" "poetry==2.5.1"

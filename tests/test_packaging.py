@@ -38,6 +38,43 @@ def test_test_only_deps_are_in_the_dev_group() -> None:
                    for d in pyproject["project"]["dependencies"])
 
 
+def _lock_tools():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import lock_tools
+    finally:
+        sys.path.pop(0)
+    return lock_tools
+
+
+def test_ray_is_an_optional_extra_installed_only_when_asked() -> None:
+    """``make demo`` installs no Ray; ``make test`` (DOMAIN_GAP_EXTRAS=ray) installs it and its
+    own dependencies, and a package also needed by a locked group stays unconditional."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert not any(d.startswith("ray") for d in pyproject["project"]["dependencies"])
+    extra = pyproject["project"]["optional-dependencies"]["ray"]
+    assert any(d.startswith("ray[data]==") for d in extra)
+    tools = _lock_tools()
+    plain = tools.requirements(ROOT / "poetry.lock").splitlines()
+    with_ray = tools.requirements(ROOT / "poetry.lock", frozenset({"ray"})).splitlines()
+    names = lambda lines: {line.split("==")[0] for line in lines}  # noqa: E731
+    assert "ray" not in names(plain) and "pyarrow" not in names(plain)
+    assert {"ray", "pyarrow", "pandas"} <= names(with_ray)
+    assert names(plain) < names(with_ray)
+    # jsonschema: a dev dependency that Ray's extra also needs; it must not become extra-only
+    assert any(line.startswith("jsonschema==") and ";" not in line for line in plain)
+    assert not any("extra ==" in line for line in plain + with_ray)
+
+
+def test_extra_markers_are_decided_or_refused() -> None:
+    tools = _lock_tools()
+    assert tools._extra_marker('extra == "ray"', frozenset({"ray"})) == ""
+    assert tools._extra_marker('extra == "ray"', frozenset()) is None
+    assert tools._extra_marker('python_version < "3.12"', frozenset()) == 'python_version < "3.12"'
+    with pytest.raises(SystemExit, match="cannot decide"):
+        tools._extra_marker('extra == "ray" and sys_platform == "linux"', frozenset())
+
+
 def test_both_opencv_wheels_are_locked_at_one_version() -> None:
     """albumentations needs opencv-python-headless, the project opencv-python: both install the
     same ``cv2`` package, whose files are the last-installed wheel's. One version keeps ``cv2``
