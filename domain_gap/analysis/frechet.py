@@ -14,7 +14,7 @@ from domain_gap.analysis.stats_utils import (
     check_same_dim,
 )
 
-__all__ = ["frechet_distance", "frechet_test", "frechet_with_ci"]
+__all__ = ["frechet_distance", "frechet_from_moments", "frechet_test", "frechet_with_ci"]
 
 
 def _sqrt_psd(a: np.ndarray) -> np.ndarray:
@@ -23,21 +23,40 @@ def _sqrt_psd(a: np.ndarray) -> np.ndarray:
     return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
 
 
-def _fd_value(x: np.ndarray, y: np.ndarray) -> float:
-    """‖μx - μy‖² + Tr Σx + Tr Σy - 2 Tr (Σx^½ Σy Σx^½)^½, always real and ≥ 0.
+def frechet_from_moments(
+    mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.ndarray, cov_b: np.ndarray
+) -> float:
+    """The standard Fréchet distance between N(μa, Σa) and N(μb, Σb), always real and ≥ 0:
+    ‖μa - μb‖² + Tr Σa + Tr Σb - 2 Tr (Σa^½ Σb Σa^½)^½.
 
-    The eigen route on symmetric matrices replaces ``sqrtm(Σx Σy)``, whose product is not
-    symmetric and yields complex noise when the covariances are near singular.
+    Pure: it takes moments, so a streamed (or distributed) pass that only accumulates sums
+    gets the same number. The symmetric route replaces ``sqrtm(Σa Σb)`` (pytorch-fid), equal in
+    exact arithmetic, whose non-symmetric product gives complex noise near singular covariances.
     """
-    mu = x.mean(0) - y.mean(0)
-    cx = np.atleast_2d(np.cov(x, rowvar=False))
-    cy = np.atleast_2d(np.cov(y, rowvar=False))
-    sx = _sqrt_psd(cx)
-    inner = sx @ cy @ sx
+    mu_a, mu_b = np.atleast_1d(np.asarray(mu_a, float)), np.atleast_1d(np.asarray(mu_b, float))
+    cov_a, cov_b = np.atleast_2d(np.asarray(cov_a, float)), np.atleast_2d(np.asarray(cov_b, float))
+    d = mu_a.shape[0]
+    for name, arr, shape in (
+        ("mu_b", mu_b, (d,)),
+        ("cov_a", cov_a, (d, d)),
+        ("cov_b", cov_b, (d, d)),
+    ):
+        if arr.shape != shape:
+            raise ValueError(f"{name}: expected shape {shape} (from mu_a), got {arr.shape}")
+    mu = mu_a - mu_b
+    sa = _sqrt_psd(cov_a)
+    inner = sa @ cov_b @ sa
     eig = np.linalg.eigvalsh((inner + inner.T) / 2)
     tr_sqrt = float(np.sqrt(np.clip(eig, 0.0, None)).sum())
-    value = float(mu @ mu) + float(np.trace(cx)) + float(np.trace(cy)) - 2.0 * tr_sqrt
+    value = float(mu @ mu) + float(np.trace(cov_a)) + float(np.trace(cov_b)) - 2.0 * tr_sqrt
     return max(value, 0.0)
+
+
+def _fd_value(x: np.ndarray, y: np.ndarray) -> float:
+    """FD of the Gaussian fits (sample means, unbiased covariances) of two samples."""
+    return frechet_from_moments(
+        x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False)
+    )
 
 
 def _pca_project(x: np.ndarray, y: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, float]:
