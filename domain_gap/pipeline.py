@@ -40,6 +40,7 @@ from domain_gap.analysis.extract import (
     load_predictions,
     read_model_card,
 )
+from domain_gap.analysis.frechet import common_fd_dims
 from domain_gap.analysis.latent import latent_gap
 from domain_gap.analysis.mitigate import choose_fit_records, extract_mitigated, fit_mitigation
 from domain_gap.analysis.mmd import median_bandwidth
@@ -251,7 +252,7 @@ def _compare(
     is_s, is_t = feats.domains == source, feats.domains == target
     s, t = feats.take(is_s), feats.take(is_t)
     with stages.stage(f"latent gap {source} vs {target}"):
-        gap = _latent_gap(config, s, t, bandwidth)
+        gap = _latent_gap(config, s, t, bandwidth, _fd_dims(config, feats))
     with stages.stage(f"clusters {source} vs {target}"):
         pair = np.flatnonzero(is_s | is_t)
         rows = cluster_table(
@@ -290,7 +291,15 @@ def _compare(
     )
 
 
-def _latent_gap(config: Config, s: Features, t: Features, bandwidth: float) -> LatentGap:
+def _fd_dims(config: Config, feats: Features) -> int:
+    """One FD dimension count for every comparison of the report (see common_fd_dims)."""
+    sizes = [int((feats.domains == d.name).sum()) for d in config.domains]
+    return common_fd_dims(feats.embeddings.shape[1], sizes, config.analysis.max_dim)
+
+
+def _latent_gap(
+    config: Config, s: Features, t: Features, bandwidth: float, fd_dims: int
+) -> LatentGap:
     a = config.analysis
     return latent_gap(
         s.embeddings,
@@ -298,7 +307,7 @@ def _latent_gap(config: Config, s: Features, t: Features, bandwidth: float) -> L
         bandwidth=bandwidth,
         permutations=a.permutations,
         n_boot=a.bootstrap,
-        max_dim=a.max_dim,
+        max_dim=fd_dims,
         alpha=a.alpha,
         seed=config.seed,
         probs_source=s.prob_mean,
@@ -651,6 +660,12 @@ def run_analysis(
     return paths
 
 
+UNLABELED_SKIP = (
+    "not tested: the target has no labels, so neither loss nor mIoU can be re-measured, and "
+    "every frame is evaluated, so none is left to fit a fix on"
+)
+
+
 def run_what_if(
     config: Config,
     dataset: Any,
@@ -663,16 +678,18 @@ def run_what_if(
 ) -> Analysis:
     """Fit, re-extract and re-measure every configured mitigation on every target."""
     a, summary = config.analysis, result.summary
-    settings = Settings(a.permutations, a.bootstrap, a.max_dim, a.alpha, config.seed)
+    settings = Settings(a.permutations, a.bootstrap, _fd_dims(config, feats), a.alpha, config.seed)
     source = feats.domain(summary.source)
     sections: dict[str, WhatIf] = {}
     mitigated: dict[str, dict[str, Features]] = {}
     fitted: dict[str, dict[str, Any]] = {}
     maps: dict[str, WhatIfMap] = {}
+    skipped: dict[str, str] = {}
     for target in summary.targets:
         before = feats.domain(target)
         if not before.labelled.any():
-            continue  # an unlabeled target: every frame is evaluated, none is left to fit on
+            skipped[target] = UNLABELED_SKIP  # every frame is evaluated, none left to fit on
+            continue
         fixes = _fixes(config, dataset, cache, runner, source, before, stages, progress)
         mitigated[target] = {fix.name: fix.features for fix, _ in fixes}
         fitted[target] = {fix.name: fit for fix, fit in fixes}
@@ -693,7 +710,7 @@ def run_what_if(
         sections[target] = replace(section, map_method=method)
     return replace(
         result,
-        summary=replace(summary, mitigations=sections),
+        summary=replace(summary, mitigations=sections, mitigations_skipped=skipped),
         mitigated=mitigated,
         fitted=fitted,
         whatif_maps=maps,

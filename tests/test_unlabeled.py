@@ -22,7 +22,12 @@ def _three_domains(root: Path, ckpt: Path, cache: Path) -> Any:
         top={
             "cache_dir": str(cache),
             "model": {"checkpoint": str(ckpt), "batch_size": 4, "device": "cpu"},
-            "analysis": {"clusters": 3, "permutations": 19, "bootstrap": 10},
+            "analysis": {
+                "clusters": 3,
+                "permutations": 19,
+                "bootstrap": 10,
+                "mitigations": [{"kind": "rgb_normalize"}],
+            },
         },
     )
     # KITTI's testing/ frames alone: a third domain with no label at all (default subset: val)
@@ -73,6 +78,17 @@ def test_drivers_of_an_unlabeled_target_rank_against_the_label_free_score(three:
     assert summary["metadata_drift"]["kitti"]["score"] == "loss"
     report = out["report"].read_text()
     assert "no labels" in report and "ranked against the label-free predictive entropy" in report
+
+
+def test_fixes_skip_the_unlabeled_target_and_the_report_says_why(three: Any) -> None:
+    _, out = three
+    summary = json.loads(out["summary"].read_text())
+    assert list(summary["mitigations"]) == ["kitti"]  # the labelled target is still tested
+    assert list(summary["mitigations_skipped"]) == ["photos"]
+    assert "no labels" in summary["mitigations_skipped"]["photos"]
+    report = out["report"].read_text()
+    what_if = report[report.index('id="what-if"') :]
+    assert "cityscapes → photos</b>: not tested: the target has no labels" in what_if
 
 
 def test_schema_accepts_the_unlabeled_summary(three: Any, validate_summary: Any) -> None:

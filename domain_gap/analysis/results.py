@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = "1.3.0"
+SCHEMA_VERSION = "1.4.0"
 """Version of summary.json's layout; bump the major part when a field is removed or renamed."""
 
 PER_SAMPLE = {"per_sample": True}
@@ -106,7 +106,8 @@ class KIDResult:
     """Kernel Inception Distance (cubic-kernel unbiased MMD²)."""
 
     mean: float
-    std: float
+    std: float | None
+    """SD over subsets; None when it would measure nothing (``std_note`` says why)."""
     subsets: int
     subset_size: int
     full_sample: float
@@ -115,6 +116,7 @@ class KIDResult:
     n_boot: int
     significant: bool | None
     """The interval of the full-sample estimate excludes 0 (None without an interval)."""
+    std_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -774,6 +776,8 @@ class Summary:
     config: dict[str, Any]
     model: ModelInfo | None = None
     mitigations: dict[str, WhatIf] = field(default_factory=dict)
+    mitigations_skipped: dict[str, str] = field(default_factory=dict)
+    """Targets the configured fixes were not tested on, each with the reason (no labels)."""
     heatmaps: Heatmaps | None = None
     """Where the model looks (class-conditional Grad-CAM per domain), when computed."""
     timing_s: dict[str, float] = field(default_factory=dict)
