@@ -30,7 +30,12 @@ from domain_gap.analysis.concepts import (
     cluster_table,
     fit_concepts,
 )
-from domain_gap.analysis.drift import drift_fields, metadata_drift, score_agreement
+from domain_gap.analysis.drift import (
+    drift_fields,
+    known_fields,
+    metadata_drift,
+    score_agreement,
+)
 from domain_gap.analysis.extract import (
     Features,
     LazyRunner,
@@ -170,16 +175,6 @@ def user_metadata_info(dataset: Any, feats: Features) -> tuple[UserMetadataInfo,
     return tuple(out)
 
 
-def _known_fields(fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Drift fields less the user fields that are missing for every image of this side (they
-    are then listed as skipped, "missing in" that domain)."""
-
-    def known(v: np.ndarray) -> bool:
-        return bool(np.isfinite(v).any()) if v.dtype.kind == "f" else bool((v != "").any())
-
-    return {k: v for k, v in fields.items() if not k.startswith(USER_PREFIX) or known(v)}
-
-
 def _domain_stats(f: Features, subset: str) -> DomainStats:
     lab = f.labelled
     if lab.any():
@@ -272,8 +267,8 @@ def _compare(
     with stages.stage(f"metadata drift {source} vs {target}"):
         labelled = bool(t.labelled.any())
         drift = metadata_drift(
-            _known_fields(drift_fields(s.metadata)),
-            _known_fields(drift_fields(t.metadata)),
+            known_fields(drift_fields(s.metadata), USER_PREFIX),
+            known_fields(drift_fields(t.metadata), USER_PREFIX),
             t.loss if labelled else t.entropy,
             config.analysis.alpha,
             source_name=source,

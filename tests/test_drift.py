@@ -156,3 +156,37 @@ def test_near_constant_field_with_huge_smd_does_not_outrank_a_loss_driver() -> N
     aspect = _row(res, "aspect")
     assert abs(aspect.smd) > 100
     assert res.drivers[0].field == "veg"
+
+
+class _Side:
+    """The three things the what-if drift reads from a Features block."""
+
+    def __init__(self, name: str, metadata: dict[str, np.ndarray], loss: np.ndarray) -> None:
+        self.metadata, self.loss, self.domains = metadata, loss, np.array([name] * len(loss))
+
+    def __len__(self) -> int:
+        return len(self.loss)
+
+
+def test_user_field_missing_on_one_side_is_skipped_in_both_drifts() -> None:
+    """A metadata_csv given for the target only: the field is 'missing in' the source, in the
+    baseline drift and in the drift after a fix alike, never tested on an all-missing side."""
+    from domain_gap.analysis.drift import known_fields
+    from domain_gap.analysis.whatif import _drift
+    from domain_gap.data.user_metadata import PREFIX
+
+    rng = np.random.default_rng(1)
+    n = 40
+    src = {"brightness": rng.normal(0, 1, n), f"{PREFIX}iso": np.full(n, np.nan)}
+    tgt = {"brightness": rng.normal(1, 1, n), f"{PREFIX}iso": rng.normal(400, 50, n)}
+    assert set(known_fields(src, PREFIX)) == {"brightness"}
+    assert set(known_fields(tgt, PREFIX)) == set(tgt)
+    loss = rng.random(n)
+    after = _drift(_Side("cs", src, loss), _Side("kitti", tgt, loss), 0.05)
+    baseline = metadata_drift(
+        known_fields(src, PREFIX), known_fields(tgt, PREFIX), loss, 0.05, source_name="cs"
+    )
+    for drift in (after, baseline):
+        assert [(s.field, s.reason) for s in drift.skipped] == [(f"{PREFIX}iso", "missing in cs")]
+        assert f"{PREFIX}iso" not in [f.field for f in drift.numeric]
+        assert "brightness" in [f.field for f in drift.numeric]

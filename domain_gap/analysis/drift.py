@@ -51,6 +51,19 @@ def drift_fields(metadata: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: v for k, v in metadata.items() if k not in NON_DRIFT_FIELDS}
 
 
+def known_fields(fields: Mapping[str, np.ndarray], user_prefix: str) -> dict[str, np.ndarray]:
+    """``fields`` less the user fields missing for every image of this side.
+
+    :func:`metadata_drift` then lists such a field as skipped ("missing in" that domain)
+    rather than testing an all-missing column.
+    """
+
+    def known(v: np.ndarray) -> bool:
+        return bool(np.isfinite(v).any()) if v.dtype.kind == "f" else bool((v != "").any())
+
+    return {k: v for k, v in fields.items() if not k.startswith(user_prefix) or known(v)}
+
+
 DRIVER_RULE = (
     "numeric fields whose distribution shift is significant after Benjamini-Hochberg "
     "(p_adjusted < alpha) and whose Spearman correlation with loss in the target is defined; "

@@ -19,7 +19,7 @@ import numpy as np
 from domain_gap.analysis.c2st import paired_auc_delta
 from domain_gap.analysis.class_mix import appearance_recovery, class_mix_decomposition
 from domain_gap.analysis.concepts import Concepts
-from domain_gap.analysis.drift import drift_fields, metadata_drift
+from domain_gap.analysis.drift import drift_fields, known_fields, metadata_drift
 from domain_gap.analysis.extract import Features
 from domain_gap.analysis.latent import latent_gap
 from domain_gap.analysis.mmd import Scale, paired_mmd_delta, pooled_scale
@@ -39,6 +39,7 @@ from domain_gap.analysis.results import (
     WhatIf,
 )
 from domain_gap.analysis.stats_utils import fnum
+from domain_gap.data.user_metadata import PREFIX as USER_PREFIX
 from domain_gap.labels import CLASS_NAMES
 from domain_gap.metrics import ece_from_bins, sample_miou
 
@@ -51,7 +52,7 @@ class Settings:
 
     permutations: int
     n_boot: int
-    max_dim: int
+    max_dim: int | None
     alpha: float
     seed: int
 
@@ -230,8 +231,8 @@ def compare_fix(
 
 def _drift(source: Features, after: Features, alpha: float) -> MetadataDrift:
     return metadata_drift(
-        drift_fields(source.metadata),
-        drift_fields(after.metadata),
+        known_fields(drift_fields(source.metadata), USER_PREFIX),
+        known_fields(drift_fields(after.metadata), USER_PREFIX),
         after.loss,
         alpha,
         source_name=source.domains[0] if len(source) else "source",
