@@ -1,7 +1,8 @@
 """Command line: ``domain-gap sample | export-onnx | analyze | mitigate | demo``.
 
 Each command is a thin shell around one library function; errors become one clear line on
-stderr and a non-zero exit code.
+stderr and a non-zero exit code: 2 for bad input (config, data, paths, checkpoint), 1 for an
+I/O failure (disk full, unreadable file), 130 for Ctrl-C in any stage (nothing partial left).
 """
 
 from __future__ import annotations
@@ -25,17 +26,39 @@ app = typer.Typer(
 )
 
 
+EXIT_BAD_INPUT = 2
+EXIT_IO = 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception as one line (an OSError as 'path: reason')."""
+    if isinstance(exc, OSError) and type(exc).__str__ is OSError.__str__ and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def _clear_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn expected failures (bad config, bad data, bad checkpoint) into one-line errors."""
+    """Turn expected failures (bad config, bad data, bad checkpoint, I/O) into one-line errors,
+    and Ctrl-C in any stage into exit 130 (also when a library swallowed the interrupt)."""
+    from domain_gap import interrupt
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        interrupt.install()
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            interrupt.check()
+            return result
+        except KeyboardInterrupt:
+            typer.echo("error: interrupted (Ctrl-C); no output was replaced", err=True)
+            raise typer.Exit(interrupt.EXIT_CODE) from None
         except (ValueError, FileNotFoundError, PermissionError, KeyError, RuntimeError) as exc:
-            message = str(exc).strip() or type(exc).__name__
-            typer.echo(f"error: {message}", err=True)
-            raise typer.Exit(2) from None
+            typer.echo(f"error: {_one_line(exc)}", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        except OSError as exc:
+            typer.echo(f"error: {_one_line(exc)}", err=True)
+            raise typer.Exit(EXIT_IO) from None
 
     return wrapper
 

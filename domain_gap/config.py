@@ -8,10 +8,19 @@ Relative paths are resolved against the config file's folder; ``gs://`` roots ar
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "sample.yaml"
@@ -21,23 +30,55 @@ class ConfigError(ValueError):
     """The config file is missing, unreadable or invalid."""
 
 
+def _allows_bool(annotation: object) -> bool:
+    """Whether a field's type admits ``true``/``false`` anywhere (bool, or a union with it),
+    or holds settings models (which check their own fields)."""
+    if annotation is bool or (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        return True
+    return any(_allows_bool(a) for a in get_args(annotation))
+
+
+def _has_bool(value: object) -> bool:
+    if isinstance(value, dict):
+        return any(_has_bool(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_bool(v) for v in value)
+    return isinstance(value, bool)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bools(cls, value: object, info: ValidationInfo) -> object:
+        """Refuse true/false where a number or text is expected (pydantic reads true as 1)."""
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and not _allows_bool(field.annotation) and _has_bool(value):
+            raise PydanticCustomError(
+                "bool_refused", "expected a number or text, not a boolean (true/false)"
+            )
+        return value
 
+
+MAX_SIDE = 8192
+"""Largest model input height or width (a bigger one would exhaust memory, not run)."""
 Triple = Annotated[tuple[float, float, float], Field(description="per-channel RGB value")]
 
 
 class ImageConfig(_Strict):
     """Model input geometry and normalisation."""
 
-    height: int = Field(256, gt=0)
-    width: int = Field(512, gt=0)
+    height: int = Field(256, gt=0, le=MAX_SIDE)
+    width: int = Field(512, gt=0, le=MAX_SIDE)
     resize: Literal["pad", "crop", "stretch"] = "pad"
     """pad: keep aspect, fit inside and pad with void; crop: keep aspect, fill and centre-crop;
     stretch: ignore aspect (never the silent default)."""
     mean: Triple = (0.485, 0.456, 0.406)
     std: Triple = (0.229, 0.224, 0.225)
+    max_pixels: int = Field(100_000_000, gt=0)
+    """A frame or label whose file header declares more pixels is refused before it is decoded
+    (decompression bombs, absurd sizes)."""
 
     @field_validator("std")
     @classmethod
@@ -64,8 +105,9 @@ class DomainConfig(_Strict):
     ``{suffix}``, ``{dir}`` (the image's folder under the root) and ``{parts[i]}`` (its i-th
     folder); an image whose label file is absent is unlabeled. None: every frame unlabeled."""
     label_format: Literal["labelIds", "trainIds", "color"] = "labelIds"
-    """``folder`` only: Cityscapes label ids (GTA5 ids, Synthia-as-Cityscapes), trainIds with
-    void 255 (BDD100K), or the Cityscapes colours."""
+    """What the label files hold: Cityscapes label ids (GTA5 ids, Synthia-as-Cityscapes),
+    trainIds with void 255 (BDD100K, converted Cityscapes), or (``folder`` only) the Cityscapes
+    colours. labelIds files that hold trainIds are detected and refused."""
     groups: int | None = None
     """``folder`` only: index of the image's folder under the root that names its group
     (city, sequence, camera; negative counts from the file); None: its parent folder."""
@@ -94,9 +136,15 @@ class DomainConfig(_Strict):
         else:
             if self.splits is None:
                 raise ValueError(f"kind {self.kind!r} needs 'splits' (its native split folders)")
-            if folder_keys or self.label_format != "labelIds":
-                extra = folder_keys or ["label_format"]
-                raise ValueError(f"{extra} are 'folder' settings, not used by kind {self.kind!r}")
+            if folder_keys:
+                raise ValueError(
+                    f"{folder_keys} are 'folder' settings, not used by kind {self.kind!r}"
+                )
+            if self.label_format == "color":
+                raise ValueError(
+                    f"label_format 'color' is a 'folder' setting; kind {self.kind!r} reads "
+                    "labelIds or trainIds"
+                )
         return self
 
 
@@ -254,6 +302,9 @@ class Config(_Strict):
             raise ValueError(
                 f"tensorleap.mitigation {name!r} is not a label of analysis.mitigations "
                 f"{sorted(kinds)}"
+    gcs_timeout_s: float = Field(30.0, gt=0, le=3600)
+    """Bound on one gs:// request, its retries included: past it, one line says why (auth
+    failed, host unreachable, timeout) instead of minutes of silent retries."""
             )
         if kinds[name] == "adabn":
             raise ValueError(

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ from domain_gap.analysis.mmd import median_bandwidth
 from domain_gap.analysis.pairwise import pairwise_gaps
 from domain_gap.analysis.projection import cached_projection
 from domain_gap.analysis.results import (
+    SCHEMA_VERSION,
     Bandwidth,
     ClassGap,
     ClusterRow,
@@ -73,12 +74,12 @@ from domain_gap.analysis.results import (
 )
 from domain_gap.analysis.stats_utils import fnum, stats_threads
 from domain_gap.analysis.whatif import Fix, Settings, what_if
-from domain_gap.atomic import write_atomic
 from domain_gap.config import Config, load_config
 from domain_gap.data.user_metadata import PREFIX as USER_PREFIX
 from domain_gap.heatmaps.run import CamSink, HeatmapRun, run_heatmaps
 from domain_gap.labels import CLASS_NAMES
 from domain_gap.metrics import dataset_iou
+from domain_gap.outputs import check_cache_dir, check_out, run_id, write_outputs
 
 EXAMPLES_PER_DOMAIN = 2
 """Example thumbnails per cluster and domain in the report."""
@@ -606,9 +607,14 @@ def run_analysis(
     stages = _Stages(progress)
     if len(config.domains) < 2:
         raise PipelineError("config domains: need at least two domains (a source and a target)")
+    check_out(out)  # before any work: a file, a read-only or a foreign folder fails now
+    check_cache_dir(config.resolve(config.cache_dir) or config.cache_dir)
     cache = FeatureCache.for_config(config)  # fails fast on a missing checkpoint
     with stages.stage("index data"):
         dataset = DomainDataset(config)
+    frames = dataset.counts()
+    if progress:
+        print(f"[domain-gap] frames: {format_frames(frames)}", file=sys.stderr, flush=True)
     base_runner = runner or LazyRunner(config, cache)
     with stages.stage("extract"):
         feats = extract_all(config, dataset, cache, base_runner, progress)
@@ -626,12 +632,9 @@ def run_analysis(
         synthetic=is_synthetic(config),
         model=_model_summary(config, cache),
         user_metadata=user_metadata_info(dataset, feats),
+        frames=frames,
+        run_id=_run_id(config, cache, feats),
     )
-    paths = {
-        "report": out / "report.html",
-        "summary": out / "summary.json",
-        "samples": out / "samples.csv",
-    }
     with stages.stage("figures and thumbnails"):
         assets = build_assets(
             summary,
@@ -645,14 +648,39 @@ def run_analysis(
             heatmaps=result.heatmaps,
             figure_cache=FigureCache(cache.root / "figures"),
         )
-    summary = replace(summary, timing_s=dict(stages.seconds))
-    header, rows = sample_table(feats, result)
-    write_atomic(paths["samples"], csv_bytes(header, rows))
-    write_atomic(paths["report"], render_report(summary, assets).encode())
-    write_atomic(paths["summary"], summary_json(summary))
+    with stages.stage("write outputs"):
+        summary = replace(summary, timing_s=dict(stages.seconds))
+        header, rows = sample_table(feats, result)
+        header, rows = [*header, "run_id"], [[*row, summary.run_id] for row in rows]
+        written = write_outputs(
+            out,
+            {
+                "samples.csv": csv_bytes(header, rows),
+                "report.html": render_report(summary, assets).encode(),
+                "summary.json": summary_json(summary),
+            },
+        )
     if progress:
-        print(f"[domain-gap] wrote {out}", file=sys.stderr, flush=True)
-    return paths
+        print(f"[domain-gap] wrote {out} (run {summary.run_id})", file=sys.stderr, flush=True)
+    return {
+        "report": written["report.html"],
+        "summary": written["summary.json"],
+        "samples": written["samples.csv"],
+    }
+
+
+def format_frames(frames: dict[str, dict[str, int]]) -> str:
+    """``{domain: {subset: n}}`` as one line: ``a train=6 val=4; b ...``."""
+    return "; ".join(
+        f"{d} " + " ".join(f"{k}={n}" for k, n in sorted(c.items())) for d, c in frames.items()
+    )
+
+
+def _run_id(config: Config, cache: FeatureCache, feats: Features) -> str:
+    """The run id (see :func:`domain_gap.outputs.run_id`) of this analysis."""
+    arrays = {f.name: getattr(feats, f.name) for f in fields(feats) if f.name != "metadata"}
+    arrays.update({f"metadata.{k}": v for k, v in feats.metadata.items()})
+    return run_id(config.model_dump(mode="json"), cache.model_hash, arrays, SCHEMA_VERSION)
 
 
 UNLABELED_SKIP = (

@@ -787,6 +787,11 @@ class Summary:
     """The domains' ``metadata_csv`` joins (empty when no domain has one)."""
     pairwise: PairwiseGaps | None = None
     """The domain x domain matrix of MMD² and C2ST AUC, with three or more domains."""
+    frames: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Frames indexed per domain and subset (train / val / unlabeled; after max_samples)."""
+    run_id: str = ""
+    """Hash of what determines this result (settings, data as measured, model, code and schema
+    version); samples.csv and report.html repeat it, so files of different runs are told apart."""
     schema_version: str = SCHEMA_VERSION
 
 

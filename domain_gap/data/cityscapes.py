@@ -17,6 +17,9 @@ from domain_gap.data.storage import Storage
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
+TRAIN_ID_SUFFIX = "_gtFine_labelTrainIds.png"
+"""With ``label_format: trainIds``: cityscapesscripts' trainId files, read when a split has
+them (else the ``*_labelIds.png`` names are taken to hold trainIds)."""
 VEHICLE_SUFFIX = "_vehicle.json"
 VEHICLE_KEYS = (
     "gpsHeading",
@@ -52,6 +55,9 @@ def index_cityscapes(storage: Storage, cfg: DomainConfig, seed: int = 0) -> list
                 f"{cfg.name!r} split {split!r}; expected files like {PATTERN.format(split=split)}"
             )
         labels = set(storage.list(f"gtFine/{split}")) if labeled else set()
+        suffix = LABEL_SUFFIX
+        if cfg.label_format == "trainIds" and any(p.endswith(TRAIN_ID_SUFFIX) for p in labels):
+            suffix = TRAIN_ID_SUFFIX
         vehicles = set(storage.list(f"vehicle/{split}"))
         for rel in images:
             path = PurePosixPath(rel)
@@ -62,7 +68,7 @@ def index_cityscapes(storage: Storage, cfg: DomainConfig, seed: int = 0) -> list
                 )
             city = path.parts[2]
             stem = path.name[: -len(IMAGE_SUFFIX)]
-            label_rel = f"gtFine/{split}/{city}/{stem}{LABEL_SUFFIX}"
+            label_rel = f"gtFine/{split}/{city}/{stem}{suffix}"
             vehicle_rel = f"vehicle/{split}/{city}/{stem}{VEHICLE_SUFFIX}"
             if labeled and label_rel not in labels:
                 raise DataError(
@@ -80,6 +86,7 @@ def index_cityscapes(storage: Storage, cfg: DomainConfig, seed: int = 0) -> list
                     vehicle_path=storage.describe(vehicle_rel) if vehicle_rel in vehicles else None,
                     group=city,
                     file_name=path.name,
+                    label_format=cfg.label_format,
                 )
             )
     return sorted(records, key=lambda r: r.sample_id)

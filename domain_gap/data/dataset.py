@@ -26,7 +26,7 @@ from domain_gap.data.splits import (
     index_unlabeled,
     read_split_file,
 )
-from domain_gap.data.storage import Storage, open_storage
+from domain_gap.data.storage import DEFAULT_TIMEOUT_S, Storage, open_storage
 from domain_gap.data.transforms import resize_pair
 from domain_gap.data.user_metadata import UserTable, join_tables, parse_metadata_csv, typed_columns
 
@@ -59,11 +59,13 @@ class PreparedSample:
     vehicle: dict[str, float]
 
 
-def _open_parent(location: str, cache_dir: str | None) -> tuple[Storage, str]:
+def _open_parent(
+    location: str, cache_dir: str | None, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> tuple[Storage, str]:
     """Storage of the folder holding ``location`` and the file's name in it."""
     if location.startswith("gs://"):
         parent, _, name = location.rstrip("/").rpartition("/")
-        return open_storage(parent, cache_dir), name
+        return open_storage(parent, cache_dir, timeout_s), name
     path = Path(location)
     if not path.is_file():
         raise DataError(f"{path}: split file not found; expected one image path per line")
@@ -97,7 +99,7 @@ class DomainDataset:
 
     def _open(self, root: str) -> Storage:
         location = self.config.resolve(root) or root
-        storage = open_storage(location, self.cache_dir)
+        storage = open_storage(location, self.cache_dir, self.config.gcs_timeout_s)
         self._storages.append(storage)
         return storage
 
@@ -108,7 +110,9 @@ class DomainDataset:
             lists, sources = {}, {}
             for subset, location in cfg.split_files.items():
                 parent, name = _open_parent(
-                    self.config.resolve(location) or location, self.cache_dir
+                    self.config.resolve(location) or location,
+                    self.cache_dir,
+                    self.config.gcs_timeout_s,
                 )
                 lists[subset] = read_split_file(parent, name)
                 sources[subset] = parent.describe(name)
@@ -123,7 +127,7 @@ class DomainDataset:
             raise DataError(
                 f"{location}: metadata_csv of domain {cfg.name!r} not found; expected a CSV file"
             )
-        parent, name = _open_parent(location, self.cache_dir)
+        parent, name = _open_parent(location, self.cache_dir, self.config.gcs_timeout_s)
         return parse_metadata_csv(parent.read_bytes(name), location, cfg.metadata_columns)
 
     def user_metadata(
@@ -167,11 +171,13 @@ class DomainDataset:
 
     def load(self, record: SampleRecord) -> LoadedSample:
         """The frame at its original resolution (RGB uint8, trainIds uint8 or None)."""
-        image = decode_image(self._read(record.image_path), record.image_path)
+        bound = self.config.image.max_pixels
+        image = decode_image(self._read(record.image_path), record.image_path, bound)
         label = None
         if record.label_path is not None:
             data = self._read(record.label_path)
-            label = decode_label(data, record.label_path, image.shape[:2], record.label_format)
+            hw = image.shape[:2]
+            label = decode_label(data, record.label_path, hw, record.label_format, bound)
         vehicle = {}
         if record.vehicle_path is not None:
             vehicle = decode_vehicle(self._read(record.vehicle_path), record.vehicle_path)

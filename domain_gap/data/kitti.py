@@ -1,6 +1,7 @@
 """Index a dataset in the KITTI semantic-segmentation layout.
 
-``training/image_2/{NNNNNN}_10.png`` with Cityscapes labelIds in ``training/semantic/``, and
+``training/image_2/{NNNNNN}_10.png`` with Cityscapes labelIds (or, with ``label_format:
+trainIds``, trainIds) in ``training/semantic/``, and
 ``testing/image_2/`` without labels. KITTI has no official val split, so labelled frames are
 split by a seeded hash of their sample id (stable when frames are added); ``testing`` frames
 are unlabeled. KITTI ships no vehicle metadata: ``vehicle_path`` is always None.
@@ -62,6 +63,7 @@ def index_kitti(storage: Storage, cfg: DomainConfig, seed: int = 0) -> list[Samp
                     vehicle_path=None,
                     group=name.split("_")[0].rsplit(".", 1)[0],
                     file_name=name,
+                    label_format=cfg.label_format,
                 )
             )
     return sorted(records, key=lambda r: r.sample_id)
