@@ -55,7 +55,7 @@ class DiskFullError(OSError):
     """A write ran out of space: names the path, the bytes needed and the bytes free."""
 
     def __str__(self) -> str:
-        return str(self.args[0]) if self.args else "no space left on device"
+        return self.strerror or "no space left on device"
 
 
 def disk_full(path: str | Path, needed: int | None) -> DiskFullError:

@@ -26,6 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from domain_gap.analysis.cache import FeatureCache
+from domain_gap.atomic import write_atomic
 from domain_gap.config import Config
 from domain_gap.encoders import normalize_image
 from domain_gap.labels import IGNORE_INDEX
@@ -295,10 +296,8 @@ def write_model_card(cache: FeatureCache, card: Any) -> None:
     """Keep the checkpoint's card beside its shards so cached reruns can report it."""
     card_dict = card if isinstance(card, dict) else getattr(card, "__dict__", {"card": str(card)})
     cache.root.mkdir(parents=True, exist_ok=True)
-    path = cache.root / "model.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(card_dict, default=str, indent=1, sort_keys=True))
-    tmp.replace(path)
+    text = json.dumps(card_dict, default=str, indent=1, sort_keys=True)
+    write_atomic(cache.root / "model.json", text.encode())  # a full disk names the path
 
 
 def read_model_card(cache: FeatureCache) -> dict[str, Any]:
