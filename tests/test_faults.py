@@ -19,6 +19,7 @@ import copy
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -645,7 +646,7 @@ def good(
         ]
         for name in ("cityscapes", "kitti")
     }
-    yield {"out": base / "out", "cfg": cfg, "val": val}
+    yield {"out": base / "out", "cfg": cfg, "val": val, "counts": dataset.counts()}
 
 
 def _parse(cfg: dict[str, Any], path: Path) -> Any:
@@ -694,3 +695,85 @@ def test_fault(
     assert _snapshot(out) == before
     assert not [p for p in tmp_path.iterdir() if ".staging-" in p.name]
     assert not [p for p in cache.rglob("*") if p.name.endswith(".tmp")]
+
+
+# ----------------------------------------------------------------------------- what used to be
+# silently wrong, now right
+
+
+def test_a_symlinked_city_folder_is_indexed(sample_copy: Path, tmp_path: Path, config_for) -> None:
+    before = DomainDataset(config_for(sample_copy)).counts()
+    val = sample_copy / "cityscapes" / "leftImg8bit" / "val"
+    city = sorted(val.iterdir())[0]
+    moved = tmp_path / "other-disk" / city.name
+    moved.parent.mkdir()
+    shutil.move(str(city), moved)
+    city.symlink_to(moved)
+    assert DomainDataset(config_for(sample_copy)).counts() == before
+
+
+def test_train_ids_labels_read_with_label_format_train_ids(sample_copy: Path, config_for) -> None:
+    dataset = DomainDataset(config_for(sample_copy))
+    record = dataset.select("kitti", "val")[0]
+    expected = dataset.load(record).label
+    for label in (sample_copy / "kitti" / "training" / "semantic").iterdir():
+        _edit_label(label, _to_train_ids)
+    config = config_for(sample_copy, kitti={"label_format": "trainIds"})
+    dataset = DomainDataset(config)
+    np.testing.assert_array_equal(dataset.load(dataset.select("kitti", "val")[0]).label, expected)
+
+
+def test_cityscapes_label_train_ids_files_are_preferred(sample_copy: Path, config_for) -> None:
+    gt = sample_copy / "cityscapes" / "gtFine"
+    for label in list(gt.rglob("*_gtFine_labelIds.png")):
+        ids = cv2.imread(str(label), cv2.IMREAD_UNCHANGED)
+        target = label.with_name(label.name.replace("_labelIds", "_labelTrainIds"))
+        assert cv2.imwrite(str(target), _to_train_ids(ids))
+    plain = DomainDataset(config_for(sample_copy))
+    config = config_for(sample_copy, cityscapes={"label_format": "trainIds"})
+    train = DomainDataset(config)
+    a, b = plain.select("cityscapes", "val")[0], train.select("cityscapes", "val")[0]
+    assert b.label_path.endswith("_gtFine_labelTrainIds.png")
+    np.testing.assert_array_equal(plain.load(a).label, train.load(b).label)
+
+
+def test_a_16_bit_image_is_read_by_its_range() -> None:
+    from domain_gap.data.decode import decode_image, header_size
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    ok, png16 = cv2.imencode(".png", rgb[..., ::-1].astype(np.uint16) * 257)
+    assert ok
+    np.testing.assert_array_equal(decode_image(png16.tobytes(), "x.png"), rgb)
+    ok, jpeg = cv2.imencode(".jpg", rgb)
+    assert ok and header_size(jpeg.tobytes()) == (10, 6)
+    with pytest.warns(UserWarning, match="constant image"):
+        ok, black = cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))
+        decode_image(black.tobytes(), "black.png")
+
+
+def test_the_run_id_ties_the_three_outputs_and_ignores_paths(good: dict[str, Any]) -> None:
+    import csv
+    import io
+
+    from domain_gap.outputs import run_id
+
+    out = good["out"]
+    summary = json.loads((out / "summary.json").read_text())
+    rid = summary["run_id"]
+    assert re.fullmatch(r"[0-9a-f]{16}", rid)
+    rows = list(csv.DictReader(io.StringIO((out / "samples.csv").read_text())))
+    assert rows and {r["run_id"] for r in rows} == {rid}
+    html = (out / "report.html").read_text()
+    assert f'<meta name="domain-gap-run-id" content="{rid}">' in html
+    assert summary["frames"] == good["counts"]  # as the index counts them
+    assert sum(summary["frames"]["cityscapes"].values()) == len(
+        list((Path(good["cfg"]["domains"][0]["root"]) / "leftImg8bit").rglob("*.png"))
+    )
+    cfg = {"seed": 0, "cache_dir": "/a", "domains": [{"name": "k", "root": "/x"}]}
+    moved = {"seed": 0, "cache_dir": "/b", "domains": [{"name": "k", "root": "/y"}]}
+    arrays = {"loss": np.arange(3.0)}
+    assert run_id(cfg, "m", arrays, "1") == run_id(moved, "m", arrays, "1")
+    assert run_id(cfg, "m", arrays, "1") != run_id({**cfg, "seed": 1}, "m", arrays, "1")
+    assert run_id(cfg, "m", arrays, "1") != run_id(cfg, "m", {"loss": np.arange(4.0)}, "1")
+    assert run_id(cfg, "m", arrays, "1") != run_id(cfg, "other", arrays, "1")
