@@ -117,3 +117,48 @@ def test_p3_figure_reports_time_memory_and_verdict_at_a_tiny_size() -> None:
     assert 0 < fig["peak_traced_mb"] <= fig["peak_mb"] and fig["peak_rss_delta_mb"] >= 0
     assert fig["pass"] == (fig["seconds"] <= 15 and fig["peak_mb"] <= 3072)
     assert "float32" in fig["method"] and 1 / 20 <= fig["p_value"] <= 1
+
+
+def test_cubic_mmd2_of_samples_matches_the_dense_kid_formula() -> None:
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(140, 6)), rng.normal(size=(90, 6)) + 0.3
+
+    def k(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return (a @ b.T / 6 + 1.0) ** 3
+
+    kxx, kyy = k(x, x), k(y, y)
+    dense = (
+        (kxx.sum() - np.trace(kxx)) / (140 * 139)
+        + (kyy.sum() - np.trace(kyy)) / (90 * 89)
+        - 2 * k(x, y).mean()
+    )
+    got = kernels.mmd2_of_samples(x, y, kernels.Kernel("cubic", dim=6), memory_budget_mb=0.05)
+    assert got == pytest.approx(dense, rel=1e-10)
+
+
+def test_weight_columns_per_pass_are_capped_by_the_data_not_the_budget() -> None:
+    # 1 + 500 permutations + 600 bootstrap columns at 2,000 rows, d = 256, float64: the
+    # budget alone would allow all 1,101 columns (17 MB); the cap keeps them <= the factors.
+    chunk = kernels._chunk_columns(2000, 256, 1101, 8, 256 * 2**20)
+    assert chunk + 1 == 2 * (256 + 2)
+    assert kernels._chunk_columns(2000, 4, 1101, 8, 256 * 2**20) + 1 == kernels.MIN_COLUMNS
+    assert kernels._chunk_columns(2000, 256, 40, 8, 256 * 2**20) == 40  # fewer columns: all
+    assert kernels._chunk_columns(2000, 256, 1101, 8, 12 * 2**20) < 2 * 258 - 1  # budget binds
+
+
+def test_mmd_test_working_set_stays_near_the_data_size() -> None:
+    import tracemalloc
+
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(size=(1000, 64)), rng.normal(size=(1000, 64))
+    data_mb = x.nbytes * 2 / 2**20  # 1 MB
+    tracemalloc.start()
+    try:
+        res = mmd.mmd_test(x, y, permutations=500, seed=0, n_boot=200)
+        peak_mb = tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+    # copies of the data (z-scored, pooled, two factors), weights <= factors, one 512² tile:
+    # ~9 MB here; before the caps (all columns, 1,024² tiles) it was ~22 MB.
+    assert peak_mb < 6 * data_mb + 6
+    assert 0 < res.p_value <= 1

@@ -35,6 +35,7 @@ __all__ = [
     "kernel_block",
     "kernel_forms",
     "mmd2_from_forms",
+    "mmd2_of_samples",
     "permutation_forms",
     "pooled",
 ]
@@ -108,10 +109,12 @@ def kernel_block(
 MIN_BLOCK = 64
 """Smallest block edge; below it the Python loop overhead dominates."""
 
-MAX_BLOCK = 1024
-"""Largest block edge. The weight products ((k + 1) x b by b x b) run as fast at 1,024 as at
-4,096 (P3: 4.4 s vs 4.2 s at 10k per side, within the noise), while a tile's memory grows as
-b²: at 4,096 the engine's peak was 72 MB at 2,000 images and 389 MB at 20,000 (323 MB now)."""
+MAX_BLOCK = 512
+"""Largest block edge. A tile's memory grows as b² and its product with the weights as
+(k + 1)·b, so both grew with N up to the budget (issue 15's P2). The weight products run
+nearly as fast at 512 as at 1,024 or 4,096; with the column cap of :func:`_chunk_columns` P3
+(10k per side, d = 256, float32) went from 4.9 s / 322 MB to 6.0 s / 284 MB (one more pass
+over the kernel), and an exact test at 2,000 images from 49 MB to 28 MB traced."""
 
 
 def _block_size(n_total: int, k: int, itemsize: int, budget_bytes: float) -> int:
@@ -236,6 +239,25 @@ def pooled(x: np.ndarray, y: np.ndarray, kernel: Kernel) -> np.ndarray:
     return z
 
 
+def mmd2_of_samples(
+    x: np.ndarray,
+    y: np.ndarray,
+    kernel: Kernel,
+    *,
+    dtype: Dtype = "float64",
+    memory_budget_mb: float = 256.0,
+) -> float:
+    """Unbiased MMD² of samples ``x`` and ``y`` under ``kernel``, streamed in tiles (the n x m
+    kernel matrices are never held: the working set is the pooled data plus one tile)."""
+    n, m = len(x), len(y)
+    s = np.zeros((n + m, 1))
+    s[:n] = 1.0
+    q, r = kernel_forms(
+        pooled(x, y, kernel), kernel, s, dtype=dtype, memory_budget_mb=memory_budget_mb
+    )
+    return float(mmd2_from_forms(q, s[:, 0] @ r, float(r.sum()), n, m)[0])
+
+
 def mmd2_from_forms(sxx: np.ndarray, s_r: np.ndarray, total: float, n: int, m: int) -> np.ndarray:
     """Unbiased MMD² from ``sxx = sᵀK₀s``, ``s_r = sᵀ(K₀1)`` and ``total = 1ᵀK₀1``.
 
@@ -292,11 +314,23 @@ class BootstrapColumns:
         )
 
 
+MIN_COLUMNS = 64
+"""Fewest weight columns per pass that the data-sized cap (:func:`_chunk_columns`) allows."""
+
+
 def _chunk_columns(n_total: int, d: int, n_cols: int, itemsize: int, budget_bytes: float) -> int:
     """Weight columns per pass: their (chunk + 1, N) rows take at most half of what the budget
-    leaves after the pooled data (float64) and its two working-dtype factors (N, d + 2)."""
+    leaves after the pooled data (float64) and its two working-dtype factors (N, d + 2), and
+    no more than those two factors (chunk + 1 <= 2 (d + 2), at least :data:`MIN_COLUMNS`).
+
+    The second cap keeps the engine's working set a fixed multiple of the data it holds
+    anyway, so it grows with N as the data does, not up to the budget (issue 15's P2: at
+    2,000 images the weights of 1 + 500 permutations and 600 bootstrap columns took 17 MB of
+    the budget's room). Each further pass recomputes the kernel tiles (d + 2 columns of
+    factors against the pass's chunk + 1 weight rows: about a third of a pass)."""
     left = budget_bytes - n_total * (8 * d + 2 * itemsize * (d + 2))
-    return max(1, min(n_cols, int(left / 2 / (n_total * itemsize)) - 1))
+    cap = max(MIN_COLUMNS, 2 * (d + 2)) - 1
+    return max(1, min(n_cols, cap, int(left / 2 / (n_total * itemsize)) - 1))
 
 
 def fill_permutations(rows: np.ndarray, rng: np.random.Generator, n: int) -> None:

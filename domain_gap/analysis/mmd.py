@@ -13,8 +13,8 @@ from domain_gap.analysis.kernels import (
     Dtype,
     Kernel,
     kernel_block,
-    kernel_forms,
     mmd2_from_forms,
+    mmd2_of_samples,
     permutation_forms,
     pooled,
 )
@@ -143,13 +143,7 @@ def mmd2_unbiased(
     ys = as_matrix(y, "y (target embeddings)")
     check_same_dim(xs, ys)
     kernel = Kernel("gaussian", check_bandwidth(bandwidth))
-    n, m = len(xs), len(ys)
-    s = np.zeros((n + m, 1))
-    s[:n] = 1.0
-    q, r = kernel_forms(
-        pooled(xs, ys, kernel), kernel, s, dtype=dtype, memory_budget_mb=memory_budget_mb
-    )
-    return float(mmd2_from_forms(q, s[:, 0] @ r, float(r.sum()), n, m)[0])
+    return mmd2_of_samples(xs, ys, kernel, dtype=dtype, memory_budget_mb=memory_budget_mb)
 
 
 class Prepared(NamedTuple):
