@@ -239,8 +239,9 @@ class AnalysisConfig(_Strict):
     permutations: int = Field(500, ge=19)
     bootstrap: int = Field(200, ge=10)
     clusters: int = Field(8, ge=2)
-    max_dim: int = Field(64, ge=2)
-    """Fréchet distance is computed in at most this many PCA dimensions (and < N)."""
+    max_dim: int | None = Field(None, ge=2)
+    """None: the standard FD on the full embedding (pooled PCA only where a domain has no
+    more images than dimensions); a number caps the FD at that many PCA dimensions."""
     alpha: float = Field(0.05, gt=0, lt=1)
     mmd: Literal["auto", "exact", "linear"] = "auto"
     """The latent MMD test: exact up to 20,000 pooled images, random Fourier features above."""

@@ -263,9 +263,23 @@ def test_kid_full_sample_matches_brute_force_cubic_kernel(small_pair) -> None:
     assert res.full_sample == pytest.approx(ref, rel=1e-9)
     one = kid.kid(x[:m], y, subsets=3, subset_size=m, seed=0)
     assert one.mean == pytest.approx(kid.kid(x[:m], y, subsets=1, subset_size=m).full_sample)
-    assert one.std == pytest.approx(0.0, abs=1e-9)
+    assert one.std is None  # every subset is the whole sample: no spread to report
     lo, hi = res.ci
     assert lo <= res.full_sample <= hi
+
+
+def test_kid_reports_no_spread_when_every_subset_is_the_whole_sample() -> None:
+    rng = np.random.default_rng(11)
+    x, y = rng.normal(size=(30, 4)), rng.normal(size=(30, 4)) + 0.2
+    res = kid.kid(x, y, subsets=5, subset_size=30)
+    assert res.std is None  # was the SD of five identical values, ~1e-16
+    assert "equals both sample sizes" in res.std_note
+    assert res.mean == pytest.approx(res.full_sample, rel=1e-9)
+    row = kid.kid_gap_test(res)
+    assert row.spread is None and row.name == "KID (mean over subsets)" and row.note
+    # a smaller subset does vary: a real spread, no note
+    part = kid.kid(x, y, subsets=5, subset_size=20)
+    assert part.std is not None and part.std > 1e-6 and part.std_note == ""
 
 
 def test_kid_rejects_bad_subset_size(small_pair) -> None:

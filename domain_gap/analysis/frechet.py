@@ -1,7 +1,9 @@
-"""Fréchet distance (FID-style) between Gaussian fits of two embedding samples, with a bootstrap."""
+"""Fréchet distance between Gaussian fits of two embedding samples (the standard FD, as
+pytorch-fid computes it, on the full embedding when n > d), with a bootstrap."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -14,7 +16,13 @@ from domain_gap.analysis.stats_utils import (
     check_same_dim,
 )
 
-__all__ = ["frechet_distance", "frechet_from_moments", "frechet_test", "frechet_with_ci"]
+__all__ = [
+    "common_fd_dims",
+    "frechet_distance",
+    "frechet_from_moments",
+    "frechet_test",
+    "frechet_with_ci",
+]
 
 
 def _sqrt_psd(a: np.ndarray) -> np.ndarray:
@@ -77,39 +85,54 @@ def _pca_project(x: np.ndarray, y: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     return (x - mean) @ axes, (y - mean) @ axes, kept
 
 
+def common_fd_dims(dim: int, sizes: Sequence[int], max_dim: int | None = None) -> int:
+    """The FD dimensions shared by every comparison of one report: the full ``dim`` when every
+    domain has more images than dimensions, else ``min(sizes) - 1`` (capped by ``max_dim``).
+
+    Passing it as ``max_dim`` to each target's FD makes their values comparable.
+    """
+    if dim < 1 or not sizes or min(sizes) < 2:
+        raise ValueError(f"FD needs dim >= 1 and >= 2 images per domain, got {dim}, {sizes}")
+    return min(dim, max_dim or dim, min(sizes) - 1)
+
+
 def _fd_prepare(
-    x: np.ndarray, y: np.ndarray, max_dim: int
+    x: np.ndarray, y: np.ndarray, max_dim: int | None
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     n, m, d = len(x), len(y), x.shape[1]
-    k = min(max_dim, min(n, m) - 1, d)
+    k = min(d, max_dim or d, min(n, m) - 1)
     meta: dict[str, Any] = {"dims": int(k), "original_dim": int(d), "reduced": k < d}
     if k < d:
         xp, yp, kept = _pca_project(x, y, k)
-        why = []
-        if d > max_dim:
-            why.append(f"d = {d} > max_dim = {max_dim}")
-        if min(n, m) - 1 < min(d, max_dim):
-            why.append(f"fewer samples than dimensions (min(n, m) = {min(n, m)})")
+        if min(n, m) <= d and k == min(n, m) - 1:
+            why = f"fewer images than dimensions: min(n, m) = {min(n, m)} <= d = {d}"
+        else:
+            why = (
+                f"max_dim = {k}: the configured cap or the smallest domain of the report, so "
+                "that every target's FD has the same dimensions"
+            )
         meta["explained_variance"] = kept
         meta["note"] = (
-            f"computed in {k} pooled-PCA dimensions ({'; '.join(why)}), keeping "
-            f"{kept:.1%} of the pooled variance; compare only with FDs at the same dims"
+            f"pooled PCA to {k} of {d} dimensions ({why}), keeping {kept:.1%} of the pooled "
+            "variance; not the standard FD, compare only with FDs at the same dims"
         )
         return xp, yp, meta
     meta["explained_variance"] = 1.0
-    meta["note"] = f"computed in the full {d} dimensions"
+    meta["note"] = f"the standard FD on the full {d}-dim embedding"
     return x, y, meta
 
 
 def frechet_distance(
-    x: np.ndarray, y: np.ndarray, max_dim: int = 64, seed: int = 0
+    x: np.ndarray, y: np.ndarray, max_dim: int | None = None, seed: int = 0
 ) -> FrechetResult:
-    """Fréchet distance between Gaussian fits of two samples (FID-style), safe when N < d.
+    """Fréchet distance between Gaussian fits of two samples: the standard FD (pytorch-fid's)
+    on the full embedding whenever both samples have more images than dimensions.
 
-    When ``d > max_dim`` or ``min(n, m) - 1 < d``, both samples are first projected on the
-    top ``k = min(max_dim, min(n, m) - 1, d)`` principal axes of the pooled data, so that both
-    covariances can be full rank; the result says so (``reduced``, ``dims``, ``note``).
-    ``seed`` is accepted for a uniform signature; the exact PCA used here is deterministic.
+    Only when ``min(n, m) <= d`` (a covariance would be singular), or when ``max_dim < d`` is
+    asked for, are both samples first projected on the top
+    ``k = min(d, max_dim, min(n, m) - 1)`` principal axes of the pooled data; the result says
+    so (``reduced``, ``dims``, ``note``) and the headline label names the PCA. ``seed`` is
+    accepted for a uniform signature; the exact PCA used here is deterministic.
 
     Returns a :class:`FrechetResult` without an interval (see :func:`frechet_with_ci`).
     """
@@ -117,8 +140,8 @@ def frechet_distance(
     xs = as_matrix(x, "x (source embeddings)")
     ys = as_matrix(y, "y (target embeddings)")
     check_same_dim(xs, ys)
-    if max_dim < 1:
-        raise ValueError(f"max_dim: expected >= 1, got {max_dim}")
+    if max_dim is not None and max_dim < 1:
+        raise ValueError(f"max_dim: expected >= 1 or None (the full embedding), got {max_dim}")
     xp, yp, meta = _fd_prepare(xs, ys, max_dim)
     return FrechetResult(value=_fd_value(xp, yp), **meta)
 
@@ -127,7 +150,7 @@ def frechet_with_ci(
     x: np.ndarray,
     y: np.ndarray,
     *,
-    max_dim: int = 64,
+    max_dim: int | None = None,
     n_boot: int = 200,
     alpha: float = 0.05,
     seed: int = 0,
@@ -160,8 +183,13 @@ def frechet_with_ci(
 
 def frechet_test(fd: FrechetResult) -> GapTest:
     """The headline row of the FD: a distance with an interval, no test of its own."""
+    name = (
+        f"Fréchet distance (FD, {fd.dims}-dim pooled PCA)"
+        if fd.reduced
+        else "Fréchet distance (FD)"
+    )
     return GapTest(
-        name="Fréchet distance (FD)",
+        name=name,
         value=fd.value,
         ci=fd.ci,
         ci_method=fd.ci_method,

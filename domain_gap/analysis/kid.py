@@ -24,6 +24,19 @@ def _cubic_mmd2(x: np.ndarray, y: np.ndarray) -> float:
     return mmd2_of_samples(x, y, Kernel("cubic", dim=x.shape[1]))
 
 
+def _subset_spread(vals: np.ndarray, size: int, n: int, m: int) -> tuple[float | None, str]:
+    """The SD over subsets, or None with the reason when it would not measure anything.
+
+    When the subset size equals both sample sizes every subset is the whole sample (the
+    estimate is permutation invariant), so the "spread" would be rounding noise (~1e-16).
+    """
+    if size == n and size == m:
+        return None, f"no spread over subsets: the subset size {size} equals both sample sizes"
+    if len(vals) < 2:
+        return None, "no spread over subsets: only one subset"
+    return float(vals.std(ddof=1)), ""
+
+
 def kid(
     x: np.ndarray,
     y: np.ndarray,
@@ -39,9 +52,10 @@ def kid(
 
     ``mean``/``std`` are over ``subsets`` random subsets of ``subset_size`` rows per domain
     (default ``min(1000, n, m)``, drawn without replacement); ``std`` is the spread across
-    subsets, not an interval. With ``n_boot > 0``, ``ci`` is a percentile bootstrap interval
-    of the full-sample estimate ``full_sample`` (same estimand, tie-excluded replicates,
-    one streaming pass).
+    subsets, not an interval, and ``None`` (``std_note`` says why) when the subsets cannot
+    differ (subset size = both sample sizes) or there is only one. With ``n_boot > 0``,
+    ``ci`` is a percentile bootstrap interval of the full-sample estimate ``full_sample``
+    (same estimand, tie-excluded replicates, one streaming pass).
     """
     xs = as_matrix(x, "x (source embeddings)")
     ys = as_matrix(y, "y (target embeddings)")
@@ -77,9 +91,11 @@ def kid(
     ci: Interval = NO_INTERVAL
     if boot is not None:
         ci = tuple(percentile_interval(boot.replicates(q[1:]), alpha))
+    std, std_note = _subset_spread(vals, size, n, m)
     return KIDResult(
         mean=float(vals.mean()),
-        std=float(vals.std(ddof=1)) if subsets > 1 else 0.0,
+        std=std,
+        std_note=std_note,
         subsets=int(subsets),
         subset_size=int(size),
         full_sample=full,
@@ -98,7 +114,7 @@ def kid(
 def kid_gap_test(kd: KIDResult) -> GapTest:
     """The headline row of KID: mean ± SD over subsets, the interval of the full estimate."""
     return GapTest(
-        name="KID (mean ± std over subsets)",
+        name="KID (mean ± std over subsets)" if kd.std is not None else "KID (mean over subsets)",
         value=kd.mean,
         spread=kd.std,
         ci=kd.ci,
@@ -110,4 +126,5 @@ def kid_gap_test(kd: KIDResult) -> GapTest:
         reading=(
             "interval excludes 0: distributions differ" if kd.significant else "interval covers 0"
         ),
+        note=kd.std_note,
     )

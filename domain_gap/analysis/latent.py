@@ -65,7 +65,7 @@ def latent_gap(
     bandwidth: float | None = None,
     permutations: int = 500,
     n_boot: int = 200,
-    max_dim: int = 64,
+    max_dim: int | None = None,
     alpha: float = 0.05,
     seed: int = 0,
     kid_subsets: int = 50,
