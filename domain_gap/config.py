@@ -22,6 +22,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from domain_gap.labels import NUM_CLASSES
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "sample.yaml"
 
@@ -155,7 +157,8 @@ class ModelConfig(_Strict):
     onnx: str | None = "models/demo/deeplabv3plus_demo.onnx"
     arch: str | None = None
     """Architecture name; None reads it from the checkpoint's model card."""
-    num_classes: int = Field(19, gt=0)
+    num_classes: int = Field(NUM_CLASSES, gt=0)
+    """Classes of the classifier (the label table's); a checkpoint with another width is refused."""
     output_stride: Literal[8, 16] = 16
     tap: Literal["aspp", "decoder"] = "aspp"
     """Feature map pooled into the per-image embedding."""

@@ -9,6 +9,7 @@ those checkpoints load strictly. The EfficientNet-Lite0 backbone (timm) is ours,
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,7 +163,11 @@ class MobileNetV2Backbone(nn.Module):
                 cin = cout
         split = 1 + _MOBILENET_LOW_BLOCKS
         self.low_level_features = nn.Sequential(*blocks[:split])
-        self.high_level_features = nn.Sequential(*blocks[split:])
+        # VainF slices ``features[4:-1]``: a sliced Sequential keeps the original indices, so
+        # its checkpoints number the high-level blocks 4..17, not from 0.
+        self.high_level_features = nn.Sequential(
+            OrderedDict((str(i), b) for i, b in enumerate(blocks) if i >= split)
+        )
         if pretrained:
             self.load_state_dict(_torchvision_mobilenet_state(split))
         else:
@@ -196,7 +201,7 @@ def _torchvision_mobilenet_state(split: int) -> dict[str, torch.Tensor]:
         if i < split:
             renamed[f"low_level_features.{i}.{rest}"] = value
         elif i < 18:  # features.18 is the 1280-channel head conv, not used
-            renamed[f"high_level_features.{i - split}.{rest}"] = value
+            renamed[f"high_level_features.{i}.{rest}"] = value
     return renamed
 
 

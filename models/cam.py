@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.deeplab import DeepLabV3Plus
+from models.deeplab import DeepLabV3Plus, is_plus
 
 __all__ = [
     "CAM_LAYERS",
@@ -59,7 +59,7 @@ def target_layer(model: DeepLabV3Plus, layer: str) -> nn.Module:
     if layer == "aspp":
         return model.classifier.aspp
     if layer == "classifier":
-        return model.classifier.classifier[2]
+        return model.classifier.fuse[2]
     raise ValueError(f"layer: expected one of {CAM_LAYERS}, got {layer!r}")
 
 
@@ -141,9 +141,9 @@ def _aspp_weights(
 ) -> torch.Tensor:
     """Grad-CAM weights at the ASPP output from the pulled-back masks ``m`` (B,C,h4,w4);
     only the classes with a mask in some image of the batch are computed (zero elsewhere)."""
-    head = model.classifier.classifier
-    h = _derivative(head[1:3], pre)  # BatchNorm (eval) + ReLU: elementwise
-    conv, w2 = head[0], head[3].weight[:, :, 0, 0]
+    fuse = model.classifier.fuse
+    h = _derivative(fuse[1:3], pre)  # BatchNorm (eval) + ReLU: elementwise
+    conv, w2 = fuse[0], model.classifier.class_conv.weight[:, :, 0, 0]
     rows, cols = len(_slices(pre.shape[-2])), len(_slices(pre.shape[-1]))
     response = _constant_response(conv, aspp.shape[1], rows, cols)
     used = torch.nonzero(m.abs().sum(dim=(0, 2, 3)) > 0)[:, 0]
@@ -166,16 +166,18 @@ def gradcam(
     """
     if model.training:
         raise ValueError("gradcam: put the model in eval mode first (model.eval())")
-    target_layer(model, layer)  # validates the name
+    module = target_layer(model, layer)  # validates the name
+    if layer == "aspp" and not is_plus(model.info.arch):
+        return _gradcam_by_autograd(model, x, masks, module)
     store: dict[str, torch.Tensor] = {}
-    with torch.no_grad(), _capture(model.classifier.classifier[0], store, "pre"):
+    with torch.no_grad(), _capture(model.classifier.fuse[0], store, "pre"):
         taps = model.forward_taps(x)
         logits = taps["logits"]
         target = masks(logits) if callable(masks) else masks
         target = target.to(logits.dtype)
         decoder = taps["decoder"]
         m = _pull_back(target, decoder.shape[-2:])
-        w2 = model.classifier.classifier[3].weight[:, :, 0, 0]
+        w2 = model.classifier.class_conv.weight[:, :, 0, 0]
         if layer == "classifier":
             feature = decoder
             cells = decoder.shape[-2] * decoder.shape[-1]
@@ -185,6 +187,21 @@ def gradcam(
             weights = _aspp_weights(model, m, store["pre"], feature)
         cams = F.relu(torch.einsum("bck,bkhw->bchw", weights, feature.to(weights.dtype)))
     return CamOutput(logits, cams, weights, taps)
+
+
+def _gradcam_by_autograd(
+    model: DeepLabV3Plus,
+    x: torch.Tensor,
+    masks: Callable[[torch.Tensor], torch.Tensor] | torch.Tensor,
+    module: nn.Module,
+) -> CamOutput:
+    """The ASPP-layer CAM of a DeepLabV3 head (no skip: the closed form's layout does not
+    apply) by autograd; the same estimand, one more forward."""
+    with torch.no_grad():
+        taps = model.forward_taps(x)
+    target = masks(taps["logits"]) if callable(masks) else masks
+    out = gradcam_autograd(model, x, target.to(taps["logits"].dtype), module)
+    return CamOutput(out.logits, out.cams, out.weights, taps)
 
 
 def gradcam_autograd(
@@ -218,7 +235,7 @@ def classifier_cam(model: DeepLabV3Plus, decoder: torch.Tensor) -> torch.Tensor:
     """(B, C, h, w) closed-form Grad-CAM at ``classifier``: ``ReLU(W2_c . D)``, the class's
     pre-upsampling score without its bias. Proportional, per (image, class), to
     :func:`gradcam` at that layer (the factor is the mask's pixel count over h*w)."""
-    w2 = model.classifier.classifier[3].weight
+    w2 = model.classifier.class_conv.weight
     return F.relu(F.conv2d(decoder, w2))
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from domain_gap.atomic import atomic_path
+from domain_gap.labels import NUM_CLASSES
 from models.deeplab import ARCHS, DeepLabV3Plus, build_model
 
 __all__ = [
@@ -30,12 +31,14 @@ __all__ = [
     "infer_architecture",
     "load_checkpoint",
     "read_checkpoint",
+    "refuse_unsupported",
     "save_checkpoint",
 ]
 
 FORMAT = "domain-gap/1"
-_CLASS_KEY = "classifier.classifier.3.weight"
-_HEAD_KEY = "classifier.aspp.convs.0.0.weight"
+_CLASS_KEYS = ("classifier.classifier.3.weight", "classifier.classifier.4.weight")
+"""The class conv of a DeepLabV3+ head, of a DeepLabV3 head."""
+_HEAD_KEYS = ("classifier.aspp.convs.0.0.weight", "classifier.classifier.0.convs.0.0.weight")
 _SHOW = 8
 """How many keys of each kind an error message lists."""
 
@@ -100,23 +103,41 @@ def read_checkpoint(
 # --------------------------------------------------------------------------- fitting
 
 
+def refuse_unsupported(path: str | Path, state: Mapping[str, torch.Tensor]) -> None:
+    """One line for the VainF layouts this project does not load: separable-conv heads
+    (``--separable_conv``), HRNetV2 and Xception backbones."""
+    separable = next((k for k in state if k.startswith("classifier.") and ".body." in k), None)
+    if separable is not None:
+        raise CheckpointError(
+            f"{path}: a separable-conv checkpoint (VainF's --separable_conv; key {separable}) "
+            "is not supported: train or export without --separable_conv"
+        )
+    if any(k.startswith(("backbone.transition1.", "backbone.stage4.")) for k in state):
+        raise CheckpointError(f"{path}: an HRNetV2 checkpoint is not supported")
+    if any(k.startswith("backbone.block1.") for k in state):
+        raise CheckpointError(f"{path}: an Xception checkpoint is not supported")
+
+
 def infer_architecture(state: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
     """Guess ``arch``, ``num_classes`` and ``head_channels`` from key names and shapes."""
     keys = set(state)
+    head = "deeplabv3" if "classifier.classifier.0.convs.0.0.weight" in keys else "deeplabv3plus"
     if "backbone.low_level_features.0.0.weight" in keys:
-        arch = "deeplabv3plus_mobilenet"
+        arch = f"{head}_mobilenet"
     elif "backbone.conv_stem.weight" in keys:
         arch = "deeplabv3plus_efficientnet_lite0"
     elif "backbone.layer4.0.conv1.weight" in keys:
         blocks = {k.split(".")[2] for k in keys if k.startswith("backbone.layer3.")}
-        arch = "deeplabv3plus_resnet101" if len(blocks) > 6 else "deeplabv3plus_resnet50"
+        arch = f"{head}_resnet101" if len(blocks) > 6 else f"{head}_resnet50"
     else:
         return None
     out: dict[str, Any] = {"arch": arch}
-    if _CLASS_KEY in state and state[_CLASS_KEY].ndim == 4:
-        out["num_classes"] = int(state[_CLASS_KEY].shape[0])
-    if _HEAD_KEY in state and state[_HEAD_KEY].ndim == 4:
-        out["head_channels"] = int(state[_HEAD_KEY].shape[0])
+    plus = head == "deeplabv3plus"
+    class_key, head_key = _CLASS_KEYS[0 if plus else 1], _HEAD_KEYS[0 if plus else 1]
+    if class_key in state and state[class_key].ndim == 4:
+        out["num_classes"] = int(state[class_key].shape[0])
+    if head_key in state and state[head_key].ndim == 4:
+        out["head_channels"] = int(state[head_key].shape[0])
     return out
 
 
@@ -153,7 +174,7 @@ def best_fit(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, Any], float]:
     Returns ``({"arch", "num_classes", "head_channels"}, share of keys that match)``.
     """
     guess = infer_architecture(state) or {}
-    class_guesses = sorted({guess.get("num_classes", 19), 19, 21})
+    class_guesses = sorted({guess.get("num_classes", NUM_CLASSES), NUM_CLASSES, 21})
     head_guesses = sorted({guess.get("head_channels", 256), 256})
     best: tuple[dict[str, Any], float] = ({}, -1.0)
     for arch in ARCHS:
@@ -199,8 +220,6 @@ def _fit_error(
         lines.append(f"  {len(unexpected)} unexpected keys {_preview(unexpected)}")
     if shaped:
         lines.append(f"  {len(shaped)} keys with other shapes {_preview(shaped)}")
-    if any(".body." in k for k in unexpected):
-        lines.append("  (separable-conv checkpoints, VainF's --separable_conv, are not supported)")
     if fit and share > 0:
         lines.append(
             f"  best fit: arch={fit['arch']}, num_classes={fit['num_classes']}, "
@@ -215,7 +234,7 @@ def _fit_error(
 def load_checkpoint(
     path: str | Path,
     arch: str | None = None,
-    num_classes: int = 19,
+    num_classes: int | None = None,
     output_stride: int = 16,
     map_location: str | torch.device = "cpu",
     head_channels: int | None = None,
@@ -224,28 +243,34 @@ def load_checkpoint(
 
     ``arch=None`` takes the architecture (and num_classes, output stride, head width) from the
     checkpoint's metadata, else infers arch and widths from its keys. An explicit ``arch`` uses
-    the given ``num_classes``/``output_stride``. The card describes what was loaded.
+    the given ``output_stride``. ``num_classes=None`` takes the classifier's width (metadata,
+    else the class conv's shape); a given one that disagrees with it is a one-line error naming
+    ``model.num_classes``. The card describes what was loaded.
     """
     path = Path(path)
     state, meta = read_checkpoint(path, map_location)
+    refuse_unsupported(path, state)
     inferred = infer_architecture(state) or {}
+    found = meta.get("num_classes", inferred.get("num_classes"))
+    if num_classes is not None and found is not None and int(found) != num_classes:
+        raise CheckpointError(
+            f"{path}: model.num_classes = {num_classes}, but the checkpoint's classifier has "
+            f"{int(found)} classes"
+        )
+    classes = int(num_classes or found or NUM_CLASSES)
     if arch is not None:
         source = "argument"
-        info = {"arch": arch, "num_classes": num_classes, "output_stride": output_stride}
+        info = {"arch": arch, "num_classes": classes, "output_stride": output_stride}
     elif meta.get("arch") is not None:
         source = "checkpoint"
         info = {
             "arch": meta["arch"],
-            "num_classes": int(meta.get("num_classes", num_classes)),
+            "num_classes": classes,
             "output_stride": int(meta.get("output_stride", output_stride)),
         }
     elif "arch" in inferred:
         source = "inferred"
-        info = {
-            "arch": inferred["arch"],
-            "num_classes": num_classes,
-            "output_stride": output_stride,
-        }
+        info = {"arch": inferred["arch"], "num_classes": classes, "output_stride": output_stride}
     else:
         fit, share = best_fit(state)
         raise CheckpointError(

@@ -106,9 +106,11 @@ def test_vainf_key_names() -> None:
     assert not any(k.startswith(("backbone.fc.", "backbone.avgpool")) for k in r50)
     assert tuple(mob["backbone.low_level_features.0.0.weight"].shape) == (32, 3, 3, 3)
     assert tuple(mob["backbone.low_level_features.1.conv.0.0.weight"].shape) == (32, 1, 3, 3)
-    assert tuple(mob["backbone.high_level_features.0.conv.0.0.weight"].shape) == (144, 24, 1, 1)
-    assert tuple(mob["backbone.high_level_features.13.conv.2.weight"].shape) == (320, 960, 1, 1)
-    assert "backbone.high_level_features.14.conv.0.0.weight" not in mob
+    # VainF slices features[4:-1], which keeps the indices: the high part is numbered 4..17
+    assert tuple(mob["backbone.high_level_features.4.conv.0.0.weight"].shape) == (144, 24, 1, 1)
+    assert tuple(mob["backbone.high_level_features.17.conv.2.weight"].shape) == (320, 960, 1, 1)
+    assert "backbone.high_level_features.0.conv.0.0.weight" not in mob
+    assert "backbone.high_level_features.18.0.weight" not in mob
     assert tuple(mob["classifier.project.0.weight"].shape) == (48, 24, 1, 1)
     assert tuple(mob["classifier.aspp.convs.0.0.weight"].shape) == (256, 320, 1, 1)
 
@@ -134,7 +136,7 @@ def test_backbone_keys_match_torchvision_reference() -> None:
         if int(i) < 4:
             renamed[f"backbone.low_level_features.{i}.{rest}"] = tuple(v.shape)
         elif int(i) < 18:
-            renamed[f"backbone.high_level_features.{int(i) - 4}.{rest}"] = tuple(v.shape)
+            renamed[f"backbone.high_level_features.{i}.{rest}"] = tuple(v.shape)  # VainF: 4..17
     mob_bb = {k: tuple(v.shape) for k, v in mob.items() if k.startswith("backbone.")}
     assert mob_bb == renamed
 
