@@ -51,7 +51,8 @@ def _clear_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             interrupt.check()
             return result
         except KeyboardInterrupt:
-            typer.echo("error: interrupted (Ctrl-C); no output was replaced", err=True)
+            # on a line of its own: the terminal's ^C (or a progress bar) is left mid-line
+            typer.echo("\nerror: interrupted (Ctrl-C); no output was replaced", err=True)
             raise typer.Exit(interrupt.EXIT_CODE) from None
         except (ValueError, FileNotFoundError, PermissionError, KeyError, RuntimeError) as exc:
             typer.echo(f"error: {_one_line(exc)}", err=True)

@@ -98,6 +98,13 @@ class PipelineError(ValueError):
 
 
 class _Stages:
+def say(line: str) -> None:
+    """One progress line on stderr, written in one call (a signal never splits it from its
+    newline, so the next line, an error included, starts on a line of its own)."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
     """Prints one line per stage to stderr and keeps the seconds each took."""
 
     def __init__(self, enabled: bool) -> None:
@@ -107,7 +114,7 @@ class _Stages:
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         if self.enabled:
-            print(f"[domain-gap] {name} ...", file=sys.stderr, flush=True)
+            say(f"[domain-gap] {name} ...")
         start = time.perf_counter()
         yield
         self.seconds[name] = round(time.perf_counter() - start, 3)
@@ -614,7 +621,7 @@ def run_analysis(
         dataset = DomainDataset(config)
     frames = dataset.counts()
     if progress:
-        print(f"[domain-gap] frames: {format_frames(frames)}", file=sys.stderr, flush=True)
+        say(f"[domain-gap] frames: {format_frames(frames)}")
     base_runner = runner or LazyRunner(config, cache)
     with stages.stage("extract"):
         feats = extract_all(config, dataset, cache, base_runner, progress)
@@ -661,7 +668,7 @@ def run_analysis(
             },
         )
     if progress:
-        print(f"[domain-gap] wrote {out} (run {summary.run_id})", file=sys.stderr, flush=True)
+        say(f"[domain-gap] wrote {out} (run {summary.run_id})")
     return {
         "report": written["report.html"],
         "summary": written["summary.json"],
