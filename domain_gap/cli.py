@@ -91,8 +91,14 @@ def export_onnx(
     width: Annotated[
         int | None, typer.Option(help="Traced input width [512; --adabn-config: its image].")
     ] = None,
-    num_classes: Annotated[int, typer.Option(help="Classes of the classifier.")] = 19,
+    num_classes: Annotated[
+        int | None, typer.Option(help="Classes of the classifier [the checkpoint's].")
+    ] = None,
     output_stride: Annotated[int, typer.Option(help="8 or 16.")] = 16,
+    tap: Annotated[
+        str | None,
+        typer.Option(help="Feature pooled into 'embedding': aspp | decoder [aspp; the config's]."),
+    ] = None,
     adabn_config: Annotated[
         Path | None,
         typer.Option(help="Config whose analysis.mitigations adabn entry adapts the model first."),
@@ -105,7 +111,7 @@ def export_onnx(
     ] = False,
 ) -> None:
     """Export a checkpoint to ONNX (logits + embedding [+ cam] outputs) and check parity."""
-    from models.export import export_adabn, export_checkpoint
+    from models.export import export_adabn, export_checkpoint, parity_line
 
     sizes = {
         "arch": arch,
@@ -117,20 +123,22 @@ def export_onnx(
     if adabn_config is None:
         if adabn_target is not None:
             raise ValueError("--adabn-target needs --adabn-config")
-        report = export_checkpoint(
-            checkpoint, out, **{**sizes, "height": height or 256, "width": width or 512}, cam=cam
-        )
+        size = {"height": height or 256, "width": width or 512}
+        report = export_checkpoint(checkpoint, out, **{**sizes, **size}, tap=tap or "aspp", cam=cam)
     else:
         if cam:
             raise ValueError("--cam is not available with --adabn-config yet")
         from domain_gap.config import load_config
 
-        report = export_adabn(checkpoint, out, load_config(adabn_config), adabn_target, **sizes)
+        report = export_adabn(
+            checkpoint, out, load_config(adabn_config), adabn_target, **sizes, tap=tap
+        )
         typer.echo(
             f"adabn ({report['mitigation']}): BatchNorm statistics of {report['n_images']} "
             f"{report['target']} frames"
         )
-    typer.echo(f"wrote {out} (max |onnx - torch| = {report['max_abs_diff']:.2e})")
+    typer.echo(parity_line(report))
+    typer.echo(f"wrote {out} (embedding: {report['tap']}, {report['embedding_dim']} dims)")
 
 
 @app.command()

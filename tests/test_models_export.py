@@ -88,7 +88,7 @@ def test_failed_parity_raises_and_removes_the_file(
     ckpt = save_checkpoint(small_model, tmp_path / "m.pt")
     monkeypatch.setattr(export, "PARITY_TOLERANCE", 0.0)
     out = tmp_path / "m.onnx"
-    with pytest.raises(ExportError, match=r"tolerance 0\.0"):
+    with pytest.raises(ExportError, match=r"differs from torch, file removed; parity: .* <= 0 x"):
         export_checkpoint(ckpt, out, height=64, width=128)
     assert not out.exists()
 
@@ -106,7 +106,16 @@ def test_cli_export_onnx(tmp_path: Path) -> None:
     args = ["export-onnx", "--checkpoint", str(ckpt), "--out", str(out)]
     result = CliRunner().invoke(app, [*args, "--height", "64", "--width", "96"])
     assert result.exit_code == 0, result.output
-    assert "max |onnx - torch|" in result.output and out.is_file()
+    assert "max |onnx - torch| logits" in result.output and out.is_file()
+    assert "argmax agreement 100.0000%" in result.output
+    decoder = CliRunner().invoke(
+        app, [*args, "--height", "64", "--width", "96", "--tap", "decoder"]
+    )
+    assert decoder.exit_code == 0, decoder.output
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta["embedding_tap"] == "decoder" and "embedding: decoder, 16 dims" in decoder.output
+    wrong = CliRunner().invoke(app, [*args, "--tap", "logits"])
+    assert wrong.exit_code == 2 and "--tap" in wrong.output
     bad = CliRunner().invoke(app, [*args, "--arch", "deeplabv3plus_resnet50"])
     assert bad.exit_code == 2
     assert "best fit: arch=deeplabv3plus_mobilenet" in bad.output
