@@ -146,13 +146,31 @@ def export_onnx(
 def analyze(
     config: Annotated[Path, typer.Option(help="YAML config (see configs/sample.yaml).")],
     out: Annotated[Path, typer.Option(help="Folder for report.html, summary.json, samples.csv.")],
+    executor: Annotated[
+        str | None,
+        typer.Option(help="Where the extraction runs: local | ray [config execution.executor]."),
+    ] = None,
 ) -> None:
     """Measure the domain gap for the domains in CONFIG and write the report."""
     from domain_gap.config import load_config
     from domain_gap.pipeline import run_analysis
 
-    result = run_analysis(load_config(config), out)
+    result = run_analysis(with_executor(load_config(config), executor), out)
     typer.echo(f"report: {result['report']}")
+
+
+def with_executor(config: Config, executor: str | None) -> Config:
+    """``config`` with ``execution.executor`` set to ``executor`` (None: as configured),
+    validated like the config file's value."""
+    if executor is None:
+        return config
+    from domain_gap.config import ConfigError, ExecutionConfig
+
+    try:
+        execution = ExecutionConfig(**{**config.execution.model_dump(), "executor": executor})
+    except ValueError:
+        raise ConfigError(f"--executor: expected 'local' or 'ray', got {executor!r}") from None
+    return config.model_copy(update={"execution": execution})
 
 
 def only_mitigations(config: Config, only: str | None) -> Config:

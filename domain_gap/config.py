@@ -255,6 +255,10 @@ class AnalysisConfig(_Strict):
     mitigation_fit: MitigationFitConfig = MitigationFitConfig()
     heatmaps: HeatmapConfig = HeatmapConfig()
     """Where the model looks (the heatmaps section)."""
+    subsample: int = Field(20_000, ge=100)
+    """Fleet-scale statistics (``analysis.fleet``): above this many images in a domain, MMD²,
+    KID, C2ST and the metadata drift tests run on a seeded subsample of this size (stated in
+    the result); FD and the metadata histograms use every image."""
 
     @model_validator(mode="after")
     def _unique_mitigations(self) -> AnalysisConfig:
@@ -263,6 +267,24 @@ class AnalysisConfig(_Strict):
         if dup:
             raise ValueError(f"mitigation names must be unique, repeated: {dup} (set 'name')")
         return self
+
+
+class ExecutionConfig(_Strict):
+    """Where the extraction pass runs: in this process, or as a Ray Data pipeline on a cluster
+    (``domain_gap.execution``; needs the optional extra ``domain-gap[ray]``)."""
+
+    executor: Literal["local", "ray"] = "local"
+    address: str | None = None
+    """Ray cluster to join: ``auto`` (the one this machine belongs to), ``ray://host:10001``
+    (Ray Client); None starts a private local Ray on this machine's CPUs."""
+    num_gpus_per_worker: float = Field(0.0, ge=0.0)
+    """GPUs reserved by each model actor (0: CPU inference; 1: one GPU per actor)."""
+    concurrency: int = Field(1, ge=1)
+    """Model actors, each loading the model once (the pipeline's parallel forwards)."""
+    num_cpus_per_worker: float = Field(1.0, gt=0.0)
+    """CPUs reserved by each model actor and each read-and-decode task."""
+    max_restarts: int = Field(2, ge=0)
+    """Times a killed model actor is restarted (its in-flight batch is retried)."""
 
 
 class TensorleapConfig(_Strict):
@@ -282,6 +304,7 @@ class Config(_Strict):
     model: ModelConfig = ModelConfig()
     analysis: AnalysisConfig = AnalysisConfig()
     tensorleap: TensorleapConfig = TensorleapConfig()
+    execution: ExecutionConfig = ExecutionConfig()
     cache_dir: str = ".cache/domain-gap"
     base_dir: str = "."
     """Folder that relative paths are resolved against (set to the config file's folder)."""

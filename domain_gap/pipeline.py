@@ -76,6 +76,7 @@ from domain_gap.analysis.stats_utils import fnum, stats_threads
 from domain_gap.analysis.whatif import Fix, Settings, what_if
 from domain_gap.config import Config, load_config
 from domain_gap.data.user_metadata import PREFIX as USER_PREFIX
+from domain_gap.execution import prefill_cache
 from domain_gap.heatmaps.run import CamSink, HeatmapRun, run_heatmaps
 from domain_gap.labels import CLASS_NAMES
 from domain_gap.metrics import dataset_iou
@@ -143,6 +144,8 @@ def extract_all(
 
     With heatmaps on, the same forward also makes their Grad-CAMs (one pass, not two)."""
     sink = CamSink(config, cache) if config.analysis.heatmaps.enabled else None
+    passes = [(d.name, domain_subset(config, dataset, d.name)) for d in config.domains]
+    prefill_cache(config, dataset, cache, passes, progress)  # executor 'ray': the cluster's pass
     parts = [
         extract_domain(
             config,

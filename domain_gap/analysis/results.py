@@ -60,6 +60,28 @@ class GapTest:
 
 
 @dataclass(frozen=True)
+class SubsampleInfo:
+    """A statistic ran on a seeded subsample of a domain, not on all of it (stated so)."""
+
+    n_total: int
+    n_used: int
+    seed: int
+    method: str
+
+
+@dataclass(frozen=True)
+class FieldHistogram:
+    """Streamed counts of one numeric metadata field on shared edges, over every image."""
+
+    name: str
+    edges: tuple[float, ...]
+    source: tuple[int, ...]
+    target: tuple[int, ...]
+    missing_source: int
+    missing_target: int
+
+
+@dataclass(frozen=True)
 class FrechetResult:
     """Fréchet distance between Gaussian fits of the two samples."""
 
@@ -914,3 +936,21 @@ class Heatmaps:
     min_area: float
     n_images: dict[str, int]
     comparisons: dict[str, HeatmapComparison]
+
+
+@dataclass(frozen=True)
+class FleetGap:
+    """The latent gap and the metadata drift at fleet scale, in bounded memory
+    (``analysis.fleet``): FD and the histograms over every image, the tests on a subsample."""
+
+    n_source: int
+    n_target: int
+    frechet: FrechetResult
+    """From streamed moments of every image."""
+    latent: LatentGap
+    """FD, MMD², KID, C2ST and the verdict on the subsamples below."""
+    drift: MetadataDrift
+    """Metadata drift tests on the subsamples below (an exact subsample, not binned)."""
+    histograms: tuple[FieldHistogram, ...]
+    subsample_source: SubsampleInfo
+    subsample_target: SubsampleInfo

@@ -1,0 +1,139 @@
+"""The statistics stage at fleet scale, in memory independent of N beyond the subsample.
+
+Each domain is a re-iterable stream of chunks (sample ids, (n, d) embeddings, metadata
+columns), read twice, never held whole:
+
+1. streamed :class:`~domain_gap.analysis.moments.Moments` (FD over every image), a seeded
+   bottom-k :class:`~domain_gap.analysis.moments.Subsample` of ``subsample`` images per
+   domain, and the range of each numeric metadata field;
+2. :class:`~domain_gap.analysis.moments.StreamHistogram` counts of those fields on shared
+   edges, over every image.
+
+The latent tests (``latent.latent_gap``: MMD², KID, C2ST) and the metadata drift tests
+(``drift.metadata_drift``) then run on the two subsamples, and the result states their size,
+seed and method (:class:`~domain_gap.analysis.results.SubsampleInfo`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from domain_gap.analysis.drift import metadata_drift
+from domain_gap.analysis.latent import latent_gap
+from domain_gap.analysis.moments import (
+    Moments,
+    Range,
+    StreamHistogram,
+    Subsample,
+    frechet_streamed,
+)
+from domain_gap.analysis.results import FieldHistogram, FleetGap
+
+__all__ = ["Chunk", "Stream", "fleet_gap"]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A slice of one domain's records."""
+
+    sample_ids: np.ndarray
+    embeddings: np.ndarray
+    metadata: Mapping[str, np.ndarray]
+
+
+Stream = Callable[[], Iterable[Chunk]]
+"""Returns a fresh iterator over a domain's chunks (called once per pass)."""
+
+
+@dataclass
+class _FirstPass:
+    moments: Moments | None
+    subsample: Subsample
+    ranges: dict[str, Range]
+
+
+def _first_pass(stream: Stream, size: int, seed: int) -> _FirstPass:
+    state = _FirstPass(None, Subsample.empty(size, seed), {})
+    for chunk in stream():
+        part = Moments.of(chunk.embeddings)
+        state.moments = part if state.moments is None else state.moments.merge(part)
+        rows = {"embedding": np.asarray(chunk.embeddings, dtype=np.float32)}
+        rows.update({f"meta:{k}": np.asarray(v) for k, v in chunk.metadata.items()})
+        state.subsample = state.subsample.update(chunk.sample_ids, rows)
+        for name, values in chunk.metadata.items():
+            if np.asarray(values).dtype.kind in "fiu":
+                state.ranges[name] = state.ranges.get(name, Range()).update(values)
+    if state.moments is None:
+        raise ValueError("fleet_gap: a domain stream yielded no chunk")
+    return state
+
+
+def _histograms(stream: Stream, edges: Mapping[str, np.ndarray]) -> dict[str, StreamHistogram]:
+    hists = {name: StreamHistogram.empty(e) for name, e in edges.items()}
+    for chunk in stream():
+        for name in hists:
+            hists[name] = hists[name].update(chunk.metadata[name])
+    return hists
+
+
+def _sub_metadata(sub: Subsample) -> dict[str, np.ndarray]:
+    return {k[len("meta:") :]: v for k, v in sub.rows.items() if k.startswith("meta:")}
+
+
+def fleet_gap(
+    source: Stream,
+    target: Stream,
+    *,
+    subsample: int = 20_000,
+    seed: int = 0,
+    max_dim: int = 64,
+    permutations: int = 500,
+    n_boot: int = 200,
+    alpha: float = 0.05,
+    bins: int = 20,
+) -> FleetGap:
+    """Source against target at any N: FD and histograms over every image, the tests on a
+    seeded subsample of at most ``subsample`` images per domain (see the module docstring)."""
+    a = _first_pass(source, subsample, seed)
+    b = _first_pass(target, subsample, seed)
+    assert a.moments is not None and b.moments is not None
+    shared = sorted(set(a.ranges) & set(b.ranges))
+    edges = {k: a.ranges[k].merge(b.ranges[k]).edges(bins) for k in shared}
+    ha, hb = _histograms(source, edges), _histograms(target, edges)
+    xs, ys = a.subsample.rows["embedding"], b.subsample.rows["embedding"]
+    latent = latent_gap(
+        xs, ys, permutations=permutations, n_boot=n_boot, max_dim=max_dim, alpha=alpha, seed=seed
+    )
+    drift = metadata_drift(
+        _sub_metadata(a.subsample),
+        _sub_metadata(b.subsample),
+        None,
+        alpha,
+        source_name="source",
+        target_name="target",
+        bins=bins,
+    )
+    histograms = tuple(
+        FieldHistogram(
+            name=k,
+            edges=tuple(float(e) for e in edges[k]),
+            source=tuple(int(c) for c in ha[k].counts),
+            target=tuple(int(c) for c in hb[k].counts),
+            missing_source=ha[k].nan,
+            missing_target=hb[k].nan,
+        )
+        for k in shared
+    )
+    return FleetGap(
+        n_source=a.moments.n,
+        n_target=b.moments.n,
+        frechet=frechet_streamed(a.moments, b.moments, max_dim),
+        latent=latent,
+        drift=drift,
+        histograms=histograms,
+        subsample_source=a.subsample.info,
+        subsample_target=b.subsample.info,
+    )

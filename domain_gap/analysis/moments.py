@@ -1,0 +1,274 @@
+"""Statistics in bounded memory: streamed moments, streamed histograms, a seeded subsample.
+
+At fleet scale (millions of frames, records in cache shards or on many workers) nothing here
+holds more than one chunk plus a fixed-size summary:
+
+- :class:`Moments`: count, mean and scatter matrix of d-dimensional rows, updated chunk by
+  chunk and merged across shards (Chan, Golub & LeVeque's pairwise update, float64), so
+  that the Fréchet distance of :func:`frechet_streamed` uses every image; it equals the
+  in-memory :func:`~domain_gap.analysis.frechet.frechet_distance` (same pooled-PCA
+  reduction) to float rounding;
+- :class:`StreamHistogram`: counts on fixed edges (from a first pass of :class:`Range`),
+  mergeable, with the values below, above and NaN counted apart;
+- :class:`Subsample`: the ``size`` samples with the smallest seeded hash of their sample id
+  (a bottom-k sample), so the choice is the same whatever the chunking, the order or the
+  number of shards; C2ST, the clusters, MMD and the metadata drift tests then run on it
+  and say so (:class:`~domain_gap.analysis.results.SubsampleInfo`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from domain_gap.analysis.results import FrechetResult, SubsampleInfo
+
+__all__ = [
+    "SUBSAMPLE_METHOD",
+    "Moments",
+    "Range",
+    "StreamHistogram",
+    "Subsample",
+    "frechet_from_moments",
+    "frechet_streamed",
+    "hash_keys",
+    "stream_moments",
+]
+
+SUBSAMPLE_METHOD = "bottom-k of sha256(seed, sample id): uniform, seeded, order-free"
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Count, mean and scatter Σ (x - mean)(x - mean)ᵀ of the rows seen so far (float64)."""
+
+    n: int
+    mean: np.ndarray
+    scatter: np.ndarray
+
+    @classmethod
+    def of(cls, x: np.ndarray) -> Moments:
+        """The moments of one chunk (n, d)."""
+        z = np.asarray(x, dtype=np.float64)
+        if z.ndim != 2:
+            raise ValueError(f"Moments.of: expected (n, d) rows, got shape {z.shape}")
+        mean = z.mean(0) if len(z) else np.zeros(z.shape[1])
+        zc = z - mean
+        return cls(len(z), mean, zc.T @ zc)
+
+    def merge(self, other: Moments) -> Moments:
+        """The moments of both sets of rows (exact pairwise update)."""
+        if self.mean.shape != other.mean.shape:
+            raise ValueError(f"Moments.merge: dims {self.mean.shape} and {other.mean.shape}")
+        if other.n == 0:
+            return self
+        if self.n == 0:
+            return other
+        n = self.n + other.n
+        delta = other.mean - self.mean
+        mean = self.mean + delta * (other.n / n)
+        scatter = self.scatter + other.scatter + np.outer(delta, delta) * (self.n * other.n / n)
+        return Moments(n, mean, scatter)
+
+    @property
+    def cov(self) -> np.ndarray:
+        """Sample covariance (ddof 1), as ``np.cov``."""
+        return self.scatter / max(self.n - 1, 1)
+
+
+def stream_moments(chunks: Iterable[np.ndarray]) -> Moments:
+    """:class:`Moments` of the rows of every chunk, one chunk in memory at a time."""
+    total: Moments | None = None
+    for chunk in chunks:
+        part = Moments.of(chunk)
+        total = part if total is None else total.merge(part)
+    if total is None:
+        raise ValueError("stream_moments: no chunks")
+    return total
+
+
+def _sqrt_psd(a: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh((a + a.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
+
+def frechet_from_moments(
+    mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.ndarray, cov_b: np.ndarray
+) -> float:
+    """‖μa - μb‖² + Tr Σa + Tr Σb - 2 Tr (Σa^½ Σb Σa^½)^½ (real, ≥ 0), as
+    ``frechet._fd_value`` computes it from the samples (a private copy: ``frechet`` has no
+    moments entry point yet)."""
+    mu = np.asarray(mu_a, dtype=np.float64) - np.asarray(mu_b, dtype=np.float64)
+    ca, cb = np.atleast_2d(cov_a), np.atleast_2d(cov_b)
+    sa = _sqrt_psd(ca)
+    inner = sa @ cb @ sa
+    eig = np.linalg.eigvalsh((inner + inner.T) / 2)
+    tr_sqrt = float(np.sqrt(np.clip(eig, 0.0, None)).sum())
+    value = float(mu @ mu) + float(np.trace(ca)) + float(np.trace(cb)) - 2.0 * tr_sqrt
+    return max(value, 0.0)
+
+
+def frechet_streamed(a: Moments, b: Moments, max_dim: int = 64) -> FrechetResult:
+    """The Fréchet distance of two streamed samples with the in-memory reduction: above
+    ``k = min(max_dim, min(n, m) - 1, d)`` dimensions both Gaussians are projected on the
+    top-k axes of the pooled covariance (the merged moments), μ → Aᵀ(μ - m), Σ → AᵀΣA."""
+    d = a.mean.shape[0]
+    k = min(max_dim, min(a.n, b.n) - 1, d)
+    if k < 1:
+        raise ValueError(f"frechet_streamed: need 2+ rows per side, got {a.n} and {b.n}")
+    if k == d:
+        value = frechet_from_moments(a.mean, a.cov, b.mean, b.cov)
+        note = f"computed in the full {d} dimensions, from streamed moments"
+        return FrechetResult(value, d, d, False, 1.0, note)
+    pooled = a.merge(b)
+    w, v = np.linalg.eigh(pooled.cov)
+    order = np.argsort(w)[::-1][:k]
+    axes = v[:, order]
+    total = float(np.clip(w, 0, None).sum())
+    kept = float(np.clip(w[order], 0, None).sum()) / total if total > 0 else 1.0
+    value = frechet_from_moments(
+        axes.T @ (a.mean - pooled.mean),
+        axes.T @ a.cov @ axes,
+        axes.T @ (b.mean - pooled.mean),
+        axes.T @ b.cov @ axes,
+    )
+    note = (
+        f"computed in {k} pooled-PCA dimensions (d = {d}), keeping {kept:.1%} of the pooled "
+        "variance, from streamed moments; compare only with FDs at the same dims"
+    )
+    return FrechetResult(value, k, d, True, kept, note)
+
+
+@dataclass(frozen=True)
+class Range:
+    """Finite minimum and maximum of the values seen so far (the first histogram pass)."""
+
+    lo: float = np.inf
+    hi: float = -np.inf
+
+    def update(self, values: np.ndarray) -> Range:
+        v = np.asarray(values, dtype=np.float64)
+        v = v[np.isfinite(v)]
+        if not v.size:
+            return self
+        return Range(min(self.lo, float(v.min())), max(self.hi, float(v.max())))
+
+    def merge(self, other: Range) -> Range:
+        return Range(min(self.lo, other.lo), max(self.hi, other.hi))
+
+    def edges(self, bins: int) -> np.ndarray:
+        """``bins`` equal-width bins over the range (one unit wide when it is a point)."""
+        if not np.isfinite(self.lo):
+            raise ValueError("Range.edges: no finite value seen")
+        hi = self.hi if self.hi > self.lo else self.lo + 1.0
+        return np.linspace(self.lo, hi, bins + 1)
+
+
+@dataclass(frozen=True)
+class StreamHistogram:
+    """Counts on fixed ``edges`` (last bin closed, as ``np.histogram``), mergeable; values
+    outside the edges and NaNs are counted apart, never dropped silently."""
+
+    edges: np.ndarray
+    counts: np.ndarray
+    below: int = 0
+    above: int = 0
+    nan: int = 0
+
+    @classmethod
+    def empty(cls, edges: np.ndarray) -> StreamHistogram:
+        return cls(np.asarray(edges, dtype=np.float64), np.zeros(len(edges) - 1, np.int64))
+
+    def update(self, values: np.ndarray) -> StreamHistogram:
+        v = np.asarray(values, dtype=np.float64).ravel()
+        nan = int(np.isnan(v).sum())
+        v = v[~np.isnan(v)]
+        counts, _ = np.histogram(v, self.edges)
+        below = int((v < self.edges[0]).sum())
+        above = int((v > self.edges[-1]).sum())
+        return StreamHistogram(
+            self.edges, self.counts + counts, self.below + below, self.above + above, self.nan + nan
+        )
+
+    def merge(self, other: StreamHistogram) -> StreamHistogram:
+        if not np.array_equal(self.edges, other.edges):
+            raise ValueError("StreamHistogram.merge: different edges")
+        return StreamHistogram(
+            self.edges,
+            self.counts + other.counts,
+            self.below + other.below,
+            self.above + other.above,
+            self.nan + other.nan,
+        )
+
+    @property
+    def n(self) -> int:
+        return int(self.counts.sum()) + self.below + self.above + self.nan
+
+
+def hash_keys(sample_ids: Iterable[str], seed: int) -> np.ndarray:
+    """A uniform 64-bit key per sample id, fixed by ``seed`` (sha256 of seed and id)."""
+    prefix = f"{seed}\0".encode()
+    return np.array(
+        [
+            int.from_bytes(hashlib.sha256(prefix + s.encode()).digest()[:8], "little")
+            for s in sample_ids
+        ],
+        dtype=np.uint64,
+    )
+
+
+@dataclass(frozen=True)
+class Subsample:
+    """The ``size`` rows with the smallest :func:`hash_keys` of all rows seen (bottom-k):
+    at most ``size`` rows of each column in memory, and the same rows whatever the order."""
+
+    size: int
+    seed: int
+    n_seen: int
+    keys: np.ndarray
+    rows: Mapping[str, np.ndarray]
+
+    @classmethod
+    def empty(cls, size: int, seed: int) -> Subsample:
+        if size < 1:
+            raise ValueError(f"Subsample: size must be >= 1, got {size}")
+        return cls(size, seed, 0, np.zeros(0, np.uint64), {})
+
+    def update(self, sample_ids: np.ndarray, rows: Mapping[str, np.ndarray]) -> Subsample:
+        """Add a chunk: its ids and row-aligned columns (the same names every chunk)."""
+        keys = hash_keys([str(s) for s in sample_ids], self.seed)
+        cols = {"sample_id": np.asarray(sample_ids, dtype=str), **rows}
+        return self._keep(len(keys), keys, cols)
+
+    def merge(self, other: Subsample) -> Subsample:
+        """The bottom-k of both (two shards' subsamples)."""
+        if (other.size, other.seed) != (self.size, self.seed):
+            raise ValueError("Subsample.merge: different size or seed")
+        return self._keep(other.n_seen, other.keys, dict(other.rows))
+
+    def _keep(self, n_new: int, keys: np.ndarray, cols: Mapping[str, np.ndarray]) -> Subsample:
+        if self.rows:
+            keys = np.concatenate([self.keys, keys])
+            cols = {k: np.concatenate([self.rows[k], v]) for k, v in cols.items()}
+        order = np.argsort(keys, kind="stable")[: self.size]
+        return Subsample(
+            self.size,
+            self.seed,
+            self.n_seen + n_new,
+            keys[order],
+            {k: v[order] for k, v in cols.items()},
+        )
+
+    @property
+    def info(self) -> SubsampleInfo:
+        """What the statistics that use these rows state."""
+        return SubsampleInfo(
+            n_total=self.n_seen,
+            n_used=len(self.keys),
+            seed=self.seed,
+            method=SUBSAMPLE_METHOD,
+        )

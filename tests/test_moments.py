@@ -1,0 +1,131 @@
+"""Bounded-memory statistics: streamed moments, histograms and the seeded subsample equal
+their in-memory counterparts, whatever the chunking and the order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from domain_gap.analysis.fleet import Chunk, fleet_gap
+from domain_gap.analysis.frechet import frechet_distance
+from domain_gap.analysis.moments import (
+    Moments,
+    Range,
+    StreamHistogram,
+    Subsample,
+    frechet_streamed,
+    hash_keys,
+    stream_moments,
+)
+
+
+def _chunks(x: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    cuts = np.cumsum(sizes)[:-1]
+    return np.split(x, cuts)
+
+
+def test_streamed_moments_equal_numpy_on_any_chunking() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, (1000, 7)) @ rng.normal(size=(7, 7))
+    whole = Moments.of(x)
+    np.testing.assert_allclose(whole.mean, x.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(whole.cov, np.cov(x, rowvar=False), rtol=1e-10)
+    for sizes in ([1000], [1, 999], [300, 1, 250, 449], [100] * 10):
+        m = stream_moments(_chunks(x, sizes))
+        assert m.n == 1000
+        np.testing.assert_allclose(m.mean, x.mean(0), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(m.cov, np.cov(x, rowvar=False), rtol=1e-10, atol=1e-10)
+    # shards merged in another order give the same moments
+    parts = [Moments.of(c) for c in _chunks(x, [100] * 10)]
+    tree = parts[9].merge(parts[0]).merge(parts[5].merge(parts[3]))
+    for p in (parts[1], parts[2], parts[4], parts[6], parts[7], parts[8]):
+        tree = p.merge(tree)
+    np.testing.assert_allclose(tree.cov, np.cov(x, rowvar=False), rtol=1e-10)
+    with pytest.raises(ValueError, match="dims"):
+        whole.merge(Moments.of(x[:, :3]))
+
+
+@pytest.mark.parametrize(("d", "max_dim"), [(6, 64), (40, 8)])
+def test_frechet_from_streamed_moments_equals_in_memory(d: int, max_dim: int) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(600, d))
+    y = rng.normal(0.3, 1.2, size=(500, d))
+    want = frechet_distance(x, y, max_dim=max_dim)
+    got = frechet_streamed(
+        stream_moments(_chunks(x, [250, 350])), stream_moments(_chunks(y, [1, 499])), max_dim
+    )
+    assert got.value == pytest.approx(want.value, rel=1e-8)
+    assert (got.dims, got.reduced) == (want.dims, want.reduced)
+    assert got.explained_variance == pytest.approx(want.explained_variance, rel=1e-10)
+
+
+def test_streamed_histogram_equals_numpy() -> None:
+    rng = np.random.default_rng(2)
+    v = rng.gamma(2.0, 3.0, 5000)
+    v[::97] = np.nan
+    chunks = _chunks(v, [1000, 2500, 1500])
+    rng_ = Range()
+    for c in chunks:
+        rng_ = rng_.update(c)
+    assert (rng_.lo, rng_.hi) == (np.nanmin(v), np.nanmax(v))
+    edges = rng_.edges(20)
+    parts = [StreamHistogram.empty(edges).update(c) for c in chunks]
+    h = parts[2].merge(parts[0]).merge(parts[1])
+    want, _ = np.histogram(v[~np.isnan(v)], edges)
+    np.testing.assert_array_equal(h.counts, want)
+    assert h.nan == int(np.isnan(v).sum()) and h.below == h.above == 0 and h.n == 5000
+    # values outside the edges are counted apart, not lost
+    out = StreamHistogram.empty(edges).update(np.array([-1.0, edges[-1] + 1, edges[0]]))
+    assert (out.below, out.above, int(out.counts.sum())) == (1, 1, 1)
+
+
+def test_subsample_is_the_same_whatever_the_chunking_and_order() -> None:
+    ids = np.array([f"kitti/img_{i:05d}.png" for i in range(3000)])
+    values = np.arange(3000.0)
+    keys = hash_keys(ids, seed=7)
+    want = set(ids[np.argsort(keys)[:200]])
+    perm = np.random.default_rng(3).permutation(3000)
+    for order, sizes in ((np.arange(3000), [3000]), (perm, [7, 993, 1000, 1000])):
+        sub = Subsample.empty(200, seed=7)
+        for c in _chunks(order, sizes):
+            sub = sub.update(ids[c], {"v": values[c]})
+        assert set(sub.rows["sample_id"]) == want and sub.n_seen == 3000
+        # columns stay row-aligned
+        np.testing.assert_array_equal(
+            sub.rows["v"], [float(s[-9:-4]) for s in sub.rows["sample_id"]]
+        )
+    shard_a = Subsample.empty(200, 7).update(ids[:1700], {"v": values[:1700]})
+    shard_b = Subsample.empty(200, 7).update(ids[1700:], {"v": values[1700:]})
+    merged = shard_a.merge(shard_b)
+    assert set(merged.rows["sample_id"]) == want
+    info = merged.info
+    assert (info.n_total, info.n_used, info.seed) == (3000, 200, 7)
+    assert set(Subsample.empty(200, 8).update(ids, {"v": values}).rows["sample_id"]) != want
+
+
+def _stream(n: int, shift: float, seed: int, chunk: int = 256):
+    def make():
+        for start in range(0, n, chunk):
+            rng = np.random.default_rng([seed, start])
+            m = min(chunk, n - start)
+            emb = rng.normal(shift, 1.0, (m, 16))
+            ids = np.array([f"d{seed}/{i}" for i in range(start, start + m)])
+            meta = {"brightness": rng.normal(100 + 10 * shift, 5, m)}
+            yield Chunk(ids, emb, meta)
+
+    return make
+
+
+def test_fleet_gap_states_the_subsample_and_uses_every_image_for_fd() -> None:
+    source, target = _stream(1500, 0.0, 1), _stream(1200, 0.5, 2)
+    res = fleet_gap(source, target, subsample=300, permutations=99, n_boot=20, max_dim=8)
+    assert (res.n_source, res.n_target) == (1500, 1200)
+    assert (res.subsample_source.n_total, res.subsample_source.n_used) == (1500, 300)
+    assert (res.latent.n_source, res.latent.n_target) == (300, 300)
+    x = np.concatenate([c.embeddings for c in source()])
+    y = np.concatenate([c.embeddings for c in target()])
+    assert res.frechet.value == pytest.approx(frechet_distance(x, y, max_dim=8).value, rel=1e-8)
+    assert res.latent.mmd.significant  # a 0.5 SD mean shift in 16 dims is plain at 300 + 300
+    (hist,) = res.histograms
+    assert hist.name == "brightness" and sum(hist.source) == 1500 and sum(hist.target) == 1200
+    assert any(row.field == "brightness" for row in res.drift.numeric)
