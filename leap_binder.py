@@ -40,6 +40,7 @@ from domain_gap import encoders, metadata, metrics, source, visualize
 from domain_gap.data.cityscapes import VEHICLE_KEYS as CITYSCAPES_VEHICLE_KEYS
 from domain_gap.heatmaps.overlay import cam_overlay
 from domain_gap.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+from domain_gap.model_spec import ModelSpec, check_onnx_against_config, read_onnx_spec
 
 MASK_LABELS = [*CLASS_NAMES, "void"]
 
@@ -152,7 +153,19 @@ def _onnx_path() -> Path:
     return Path(path)
 
 
-EMBEDDING_DIM = source.active_config().model.embedding_dim
+def _onnx_spec() -> ModelSpec | None:
+    """The ONNX file's spec (tap, embedding dim, ...), refused in one line where the config
+    states something else; None while there is no file yet (a fresh clone before export)."""
+    config = source.active_config()
+    path = config.resolve(config.model.onnx)
+    if path is None or not Path(path).is_file():
+        return None
+    return check_onnx_against_config(path, config.model)
+
+
+SPEC = _onnx_spec()
+EMBEDDING_DIM = SPEC.embedding_dim if SPEC else (source.active_config().model.embedding_dim or 0)
+"""Read from the ONNX file; the config only states it to insist on a value."""
 
 
 def _model_outputs() -> list[str]:
@@ -178,12 +191,13 @@ def load_model() -> ort.InferenceSession:
     """The exported ONNX model: outputs ``logits`` (B,19,H,W) and ``embedding`` (B,d), and
     ``cam`` (B,19,h,w) when exported with it."""
     path = _onnx_path()
+    read_onnx_spec(path)  # one line naming the file when it is missing or not ONNX
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     outputs = session.get_outputs()
     if len(outputs) != 2 + HAS_CAM or outputs[1].shape[-1] != EMBEDDING_DIM:
         shapes = [(o.name, o.shape) for o in outputs]
         raise ValueError(f"{path}: expected outputs logits and embedding (B, {EMBEDDING_DIM}) "
-                         f"(config model.embedding_dim), got {shapes}")
+                         f"(its spec's embedding_dim), got {shapes}")
     return session
 
 

@@ -162,8 +162,9 @@ class ModelConfig(_Strict):
     output_stride: Literal[8, 16] = 16
     tap: Literal["aspp", "decoder"] = "aspp"
     """Feature map pooled into the per-image embedding."""
-    embedding_dim: int = Field(256, gt=0)
-    """Width of the ONNX model's ``embedding`` output (ASPP/decoder channels)."""
+    embedding_dim: int | None = Field(None, gt=0)
+    """Width of the ONNX model's ``embedding`` output; None takes the ONNX file's spec (a
+    stated value that differs from it is refused)."""
     batch_size: int = Field(8, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 

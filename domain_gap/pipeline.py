@@ -80,6 +80,7 @@ from domain_gap.execution import prefill_cache
 from domain_gap.heatmaps.run import CamSink, HeatmapRun, run_heatmaps
 from domain_gap.labels import CLASS_NAMES
 from domain_gap.metrics import dataset_iou
+from domain_gap.model_spec import check_model_config
 from domain_gap.outputs import check_cache_dir, check_out, run_id, write_outputs
 
 EXAMPLES_PER_DOMAIN = 2
@@ -619,6 +620,8 @@ def run_analysis(
         raise PipelineError("config domains: need at least two domains (a source and a target)")
     check_out(out)  # before any work: a file, a read-only or a foreign folder fails now
     check_cache_dir(config.resolve(config.cache_dir) or config.cache_dir)
+    if runner is None:  # model settings against the checkpoint and the ONNX spec, one line each
+        check_model_config(config)
     cache = FeatureCache.for_config(config)  # fails fast on a missing checkpoint
     with stages.stage("index data"):
         dataset = DomainDataset(config)

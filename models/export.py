@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from domain_gap.atomic import atomic_path
+from domain_gap.model_spec import VAINF_MEAN, VAINF_STD, ModelSpec
 from models.cam import classifier_cam
 from models.checkpoint import load_checkpoint
 from models.deeplab import DeepLabV3Plus
@@ -32,6 +33,7 @@ __all__ = [
     "export_checkpoint",
     "export_model",
     "export_onnx",
+    "model_spec",
     "onnx_parity",
     "parity_figures",
     "parity_line",
@@ -79,8 +81,9 @@ def export_onnx(
 ) -> Path:
     """Trace ``model`` at ``height`` x ``width`` (batch axis dynamic) and write ONNX atomically.
 
-    The file's metadata records arch, num_classes, output stride, tap and input size, plus any
-    ``metadata`` given (e.g. the normalisation mean/std). ``cam`` adds the ``cam`` output.
+    The file's metadata is the model spec (:func:`model_spec`: arch, num_classes, output
+    stride, head width, embedding tap and dim, input mean/std and size) plus any other
+    ``metadata`` given. ``cam`` adds the ``cam`` output.
     """
     import onnx
 
@@ -92,17 +95,10 @@ def export_onnx(
     dummy = torch.zeros(1, 3, height, width)
     names = [*OUTPUT_NAMES, *([CAM_OUTPUT] if cam else [])]
     dynamic = {name: {0: "batch"} for name in (INPUT_NAME, *names)}
-    info = model.info
     props = {
-        "arch": info.arch,
-        "num_classes": str(info.num_classes),
-        "output_stride": str(info.output_stride),
-        "head_channels": str(info.head_channels),
-        "embedding_tap": tap,
-        "input_height": str(height),
-        "input_width": str(width),
-        **({"cam_layer": "classifier"} if cam else {}),
         **(metadata or {}),
+        **model_spec(model, tap, height, width, metadata).metadata(),
+        **({"cam_layer": "classifier"} if cam else {}),
     }
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
@@ -127,6 +123,34 @@ def export_onnx(
             entry.key, entry.value = key, str(value)
         onnx.save(proto, str(tmp))
     return out_path
+
+
+def model_spec(
+    model: DeepLabV3Plus, tap: str, height: int, width: int, metadata: dict[str, str] | None
+) -> ModelSpec:
+    """The spec written into the ONNX file; mean/std from ``metadata`` (``input_mean``,
+    ``input_std``, e.g. the checkpoint card's) else VainF's normalisation."""
+    meta = metadata or {}
+
+    def triple(key: str, default: tuple[float, float, float]) -> tuple[float, float, float]:
+        values = tuple(float(v) for v in meta[key].split(",")) if key in meta else default
+        if len(values) != 3:
+            raise ValueError(f"{key}: expected three comma-separated values, got {meta[key]!r}")
+        return values  # type: ignore[return-value]
+
+    info = model.info
+    return ModelSpec(
+        arch=info.arch,
+        num_classes=info.num_classes,
+        output_stride=info.output_stride,
+        head_channels=info.head_channels,
+        embedding_tap=tap,
+        embedding_dim=model.tap_channels()[tap],
+        input_mean=triple("input_mean", VAINF_MEAN),
+        input_std=triple("input_std", VAINF_STD),
+        input_height=height,
+        input_width=width,
+    )
 
 
 def onnx_parity(

@@ -452,6 +452,8 @@ def run(
                 "logits_max_abs_diff",
                 "embedding_max_abs_diff",
                 "embedding_dim",
+                "logits_scale",
+                "argmax_agreement",
             )
         },
         "files": {

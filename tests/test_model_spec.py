@@ -1,0 +1,125 @@
+"""One model spec: written into the ONNX file, read back, and checked against the config
+before any work starts (one line per mismatch, naming the setting)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+
+from domain_gap.model_spec import (
+    SPEC_KEYS,
+    ModelSpec,
+    SpecError,
+    check_model_config,
+    read_onnx_spec,
+)
+from models.checkpoint import CheckpointError
+from models.deeplab import build_model
+from models.export import export_onnx
+
+SPEC = ModelSpec(
+    "deeplabv3plus_mobilenet", 19, 16, 256, "aspp", 256, (0.5, 0.4, 0.3), (0.2, 0.2, 0.25), 128, 256
+)
+
+
+def test_metadata_round_trip_and_missing_keys_named() -> None:
+    props = SPEC.metadata()
+    assert set(props) == set(SPEC_KEYS) and props["input_mean"] == "0.5,0.4,0.3"
+    assert ModelSpec.from_metadata(props, "x") == SPEC
+    old = {k: v for k, v in props.items() if k not in ("embedding_dim", "input_std")}
+    with pytest.raises(SpecError, match=r"x: metadata lacks embedding_dim, input_std"):
+        ModelSpec.from_metadata(old, "x")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A small MobileNet checkpoint and its ONNX file with the decoder tap (16 channels)."""
+    from models import save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model("deeplabv3plus_mobilenet", head_channels=16).eval()
+    root = tmp_path_factory.mktemp("spec")
+    ckpt = save_checkpoint(model, root / "m.pt")
+    path = export_onnx(
+        model,
+        root / "m.onnx",
+        64,
+        96,
+        tap="decoder",
+        metadata={"input_mean": "0.1,0.2,0.3", "input_std": "1,1,1"},
+    )
+    return ckpt, path
+
+
+def test_exported_onnx_carries_the_whole_spec(exported: tuple[Path, Path]) -> None:
+    _, path = exported
+    spec = read_onnx_spec(path)
+    assert spec == ModelSpec(
+        "deeplabv3plus_mobilenet",
+        19,
+        16,
+        16,
+        "decoder",
+        16,
+        (0.1, 0.2, 0.3),
+        (1.0, 1.0, 1.0),
+        64,
+        96,
+    )
+    props = {p.key for p in onnx.load(str(path)).metadata_props}
+    assert set(SPEC_KEYS) <= props
+
+
+def _config(config_for, root: Path, **model):
+    return config_for(root, top={"model": model})
+
+
+def test_config_states_only_what_differs(config_for, tiny_sample, exported) -> None:
+    ckpt, path = exported
+    config = _config(config_for, tiny_sample, checkpoint=str(ckpt), onnx=str(path), tap="decoder")
+    assert config.model.embedding_dim is None
+    assert check_model_config(config).embedding_dim == 16
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"tap": "aspp"}, r"^model.tap = aspp, but .*m.onnx embeds the 'decoder' tap"),
+        ({"tap": "decoder", "embedding_dim": 256}, r"^model.embedding_dim = 256, but .* 16-dim"),
+    ],
+)
+def test_onnx_mismatch_is_one_line_naming_the_setting(
+    config_for, tiny_sample, exported, setting, message
+) -> None:
+    ckpt, path = exported
+    config = _config(config_for, tiny_sample, checkpoint=str(ckpt), onnx=str(path), **setting)
+    with pytest.raises(SpecError, match=message) as err:
+        check_model_config(config)
+    assert "\n" not in str(err.value)
+
+
+def test_num_classes_against_the_checkpoint_before_extraction(
+    config_for, tiny_sample, exported
+) -> None:
+    ckpt, _ = exported
+    config = _config(config_for, tiny_sample, checkpoint=str(ckpt), onnx=None, num_classes=21)
+    with pytest.raises(CheckpointError, match=r"model.num_classes = 21, .* 19 classes") as err:
+        check_model_config(config)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_onnx_file_is_one_line_naming_it(config_for, tiny_sample, exported, tmp_path) -> None:
+    ckpt, _ = exported
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model at all")
+    config = _config(config_for, tiny_sample, checkpoint=str(ckpt), onnx=str(garbage))
+    with pytest.raises(SpecError) as err:
+        check_model_config(config)
+    msg = str(err.value)
+    assert msg.startswith(f"{garbage}: not a readable ONNX model") and "\n" not in msg
+    missing = _config(config_for, tiny_sample, checkpoint=str(ckpt), onnx=str(tmp_path / "no"))
+    with pytest.raises(SpecError, match="ONNX file not found"):
+        check_model_config(missing)
