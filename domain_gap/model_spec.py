@@ -121,9 +121,10 @@ def check_onnx_against_config(path: str | Path, model: Any) -> ModelSpec:
 def check_model_config(config: Any) -> ModelSpec | None:
     """Check ``config.model`` against its checkpoint and ONNX file before any work starts.
 
-    The checkpoint must be readable and supported with the configured ``num_classes`` (and
-    ``arch``, when set); a configured ONNX file must carry a spec that agrees with ``tap``,
-    ``embedding_dim`` and ``num_classes``. Returns the ONNX spec (None without an ONNX file).
+    The checkpoint must be readable, of a supported layout and have ``num_classes`` classes
+    (read without building the network); an ONNX file set in the config must exist and carry
+    a spec that agrees with ``tap``, ``embedding_dim`` and ``num_classes`` (the default file
+    is checked when present). Returns the ONNX spec (None without an ONNX file).
     """
     from models.checkpoint import (
         CheckpointError,
@@ -144,6 +145,9 @@ def check_model_config(config: Any) -> ModelSpec | None:
             f"{path}: model.num_classes = {m.num_classes}, but the checkpoint's classifier has "
             f"{int(found)} classes"
         )
-    if m.onnx is None:
+    onnx_path = config.resolve(m.onnx)
+    if onnx_path is None:
         return None
-    return check_onnx_against_config(config.resolve(m.onnx), m)
+    if not Path(onnx_path).is_file() and "onnx" not in m.model_fields_set:
+        return None  # the default file of another checkout: analyze does not run it
+    return check_onnx_against_config(onnx_path, m)
