@@ -1,12 +1,14 @@
-"""DeepLabV3+ networks (VainF checkpoint layout), feature taps, embeddings, checkpoints, ONNX.
+"""DeepLabV3 / V3+ networks (VainF checkpoint layouts), feature taps, embeddings, checkpoints,
+ONNX.
 
 Public API::
 
-    build_model(arch, num_classes=19, output_stride=16, pretrained_backbone=False)
+    build_model(arch, num_classes=NUM_CLASSES, output_stride=16, pretrained_backbone=False)
     model(x) -> logits;  model.forward_taps(x) -> {"logits", "high", "low", "aspp", "decoder"}
     image_embedding(taps, tap="aspp") -> (B, d)
-    class_embeddings(feature, labels, num_classes=19) -> ((B, C, d), counts (B, C))
-    load_checkpoint(path, arch=None, ...) -> (model, card);  save_checkpoint(model, path, ...)
+    class_embeddings(feature, labels, num_classes=NUM_CLASSES) -> ((B, C, d), counts (B, C))
+    load_checkpoint(path, arch=None, num_classes=None, ...) -> (model, card)
+    save_checkpoint(model, path, ...)
     select_device("auto" | "cpu" | "cuda");  run_batch(model, images, device, tap)
     export_onnx(...), export_checkpoint(...)  (in models.export; imports onnx lazily)
 """
