@@ -122,9 +122,9 @@ def check_model_config(config: Any) -> ModelSpec | None:
     """Check ``config.model`` against its checkpoint and ONNX file before any work starts.
 
     The checkpoint must be readable, of a supported layout and have ``num_classes`` classes
-    (read without building the network); an ONNX file set in the config must exist and carry
-    a spec that agrees with ``tap``, ``embedding_dim`` and ``num_classes`` (the default file
-    is checked when present). Returns the ONNX spec (None without an ONNX file).
+    (read without building the network); an existing ONNX file must be readable and carry a
+    spec that agrees with ``tap``, ``embedding_dim`` and ``num_classes`` (a file not exported
+    yet is left to the binder, which needs it). Returns the ONNX spec (None without an ONNX file).
     """
     from models.checkpoint import (
         CheckpointError,
@@ -148,6 +148,6 @@ def check_model_config(config: Any) -> ModelSpec | None:
     onnx_path = config.resolve(m.onnx)
     if onnx_path is None:
         return None
-    if not Path(onnx_path).is_file() and "onnx" not in m.model_fields_set:
-        return None  # the default file of another checkout: analyze does not run it
+    if not Path(onnx_path).is_file():
+        return None  # not exported yet: analyze does not run it (the binder says so in one line)
     return check_onnx_against_config(onnx_path, m)
