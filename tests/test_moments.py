@@ -129,3 +129,12 @@ def test_fleet_gap_states_the_subsample_and_uses_every_image_for_fd() -> None:
     (hist,) = res.histograms
     assert hist.name == "brightness" and sum(hist.source) == 1500 and sum(hist.target) == 1200
     assert any(row.field == "brightness" for row in res.drift.numeric)
+
+
+def test_bench_scale_child_smoke() -> None:
+    """The benchmark's stage at a tiny size: the subsample it states is the one it used."""
+    from benchmarks.bench_scale import child
+
+    row = child(300, 100, 19)
+    assert row["n_per_domain"] == 300 and row["subsample_used"] == 100
+    assert row["peak_mib"] >= row["peak_before_mib"] > 0 and row["mmd_method"].startswith("exact")
