@@ -17,6 +17,7 @@ from domain_gap.analysis.moments import (
     hash_keys,
     stream_moments,
 )
+from domain_gap.config import Config
 
 
 def _chunks(x: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
@@ -45,14 +46,20 @@ def test_streamed_moments_equal_numpy_on_any_chunking() -> None:
         whole.merge(Moments.of(x[:, :3]))
 
 
-@pytest.mark.parametrize(("d", "max_dim"), [(6, 64), (40, 8)])
-def test_frechet_from_streamed_moments_equals_in_memory(d: int, max_dim: int) -> None:
+@pytest.mark.parametrize(
+    ("d", "max_dim", "n"), [(6, None, 600), (40, 8, 600), (40, None, 30), (6, 64, 600)]
+)
+def test_frechet_from_streamed_moments_equals_in_memory(
+    d: int, max_dim: int | None, n: int
+) -> None:
     rng = np.random.default_rng(1)
-    x = rng.normal(size=(600, d))
-    y = rng.normal(0.3, 1.2, size=(500, d))
+    x = rng.normal(size=(n, d))
+    y = rng.normal(0.3, 1.2, size=(n - 100 if n > 100 else n + 5, d))
     want = frechet_distance(x, y, max_dim=max_dim)
     got = frechet_streamed(
-        stream_moments(_chunks(x, [250, 350])), stream_moments(_chunks(y, [1, 499])), max_dim
+        stream_moments(_chunks(x, [n // 2, n - n // 2])),
+        stream_moments(_chunks(y, [1, len(y) - 1])),
+        max_dim,
     )
     assert got.value == pytest.approx(want.value, rel=1e-8)
     assert (got.dims, got.reduced) == (want.dims, want.reduced)
@@ -129,6 +136,17 @@ def test_fleet_gap_states_the_subsample_and_uses_every_image_for_fd() -> None:
     (hist,) = res.histograms
     assert hist.name == "brightness" and sum(hist.source) == 1500 and sum(hist.target) == 1200
     assert any(row.field == "brightness" for row in res.drift.numeric)
+
+
+def test_fleet_gap_for_reads_the_config(tiny_config: Config) -> None:
+    from domain_gap.analysis.fleet import fleet_gap_for
+
+    analysis = tiny_config.analysis.model_copy(update={"subsample": 150, "permutations": 49})
+    config = tiny_config.model_copy(update={"analysis": analysis})
+    res = fleet_gap_for(config, _stream(400, 0.0, 1), _stream(300, 0.0, 2))
+    assert res.subsample_source.n_used == res.subsample_target.n_used == 150
+    assert res.subsample_source.seed == config.seed and res.latent.mmd.p_floor == 1 / 50
+    assert not res.frechet.reduced  # 400 and 300 images > d = 16: the standard FD
 
 
 def test_bench_scale_child_smoke() -> None:

@@ -20,7 +20,7 @@ import pytest
 
 from domain_gap.analysis.cache import FeatureCache
 from domain_gap.analysis.extract import RECORD_FIELDS, TorchRunner, extract_domain
-from domain_gap.config import Config
+from domain_gap.config import Config, HeatmapConfig
 from domain_gap.data.dataset import DomainDataset
 
 PASSES = [("cityscapes", "val"), ("kitti", "val"), ("kitti", "unlabeled")]
@@ -124,6 +124,34 @@ def test_two_workers_fill_the_same_cache(
         want = extract_domain(config, dataset, domain, subset, runner=NoModel(), cache=reference[1])
         np.testing.assert_allclose(got.embeddings, want.embeddings, rtol=2e-4, atol=2e-5)
         assert got.sample_ids.tolist() == want.sample_ids.tolist()
+
+
+@pytest.mark.slow
+def test_pipeline_extraction_runs_on_ray_when_configured(
+    cluster: Any,
+    reference: tuple[Config, FeatureCache],
+    tiny_sample: Path,
+    tiny_ckpt: Path,
+    config_for: Callable[..., Config],
+    tmp_path: Path,
+) -> None:
+    """``pipeline.extract_all`` with ``executor: ray`` fills the cache on the cluster first: the
+    local runner it is given is never called, and the features equal the local pass's."""
+    from domain_gap.analysis.extract import domain_subset
+    from domain_gap.pipeline import extract_all
+
+    config = _config(config_for, tiny_sample, tiny_ckpt, tmp_path / "cache")
+    off = config.analysis.model_copy(update={"heatmaps": HeatmapConfig(enabled=False)})
+    config = config.model_copy(update={"analysis": off})
+    dataset = DomainDataset(config)
+    feats = extract_all(config, dataset, FeatureCache.for_config(config), NoModel(), False)
+    for d in config.domains:
+        subset = domain_subset(config, dataset, d.name)
+        want = extract_domain(config, dataset, d.name, subset, cache=reference[1], progress=False)
+        got = feats.domain(d.name)
+        assert got.sample_ids.tolist() == want.sample_ids.tolist()
+        np.testing.assert_allclose(got.loss, want.loss, rtol=2e-4, atol=2e-5)
+        np.testing.assert_allclose(got.embeddings, want.embeddings, rtol=2e-4, atol=2e-5)
 
 
 class KillableRunner:

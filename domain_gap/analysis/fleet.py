@@ -31,8 +31,9 @@ from domain_gap.analysis.moments import (
     frechet_streamed,
 )
 from domain_gap.analysis.results import FieldHistogram, FleetGap
+from domain_gap.config import Config
 
-__all__ = ["Chunk", "Stream", "fleet_gap"]
+__all__ = ["Chunk", "Stream", "fleet_gap", "fleet_gap_for"]
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def fleet_gap(
     *,
     subsample: int = 20_000,
     seed: int = 0,
-    max_dim: int = 64,
+    max_dim: int | None = None,
     permutations: int = 500,
     n_boot: int = 200,
     alpha: float = 0.05,
@@ -136,4 +137,20 @@ def fleet_gap(
         histograms=histograms,
         subsample_source=a.subsample.info,
         subsample_target=b.subsample.info,
+    )
+
+
+def fleet_gap_for(config: Config, source: Stream, target: Stream) -> FleetGap:
+    """:func:`fleet_gap` with the config's settings (``analysis.subsample``, ``seed``,
+    ``max_dim``, ``permutations``, ``bootstrap``, ``alpha``)."""
+    a = config.analysis
+    return fleet_gap(
+        source,
+        target,
+        subsample=a.subsample,
+        seed=config.seed,
+        max_dim=a.max_dim,
+        permutations=a.permutations,
+        n_boot=a.bootstrap,
+        alpha=a.alpha,
     )

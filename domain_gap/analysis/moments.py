@@ -5,8 +5,9 @@ holds more than one chunk plus a fixed-size summary:
 
 - :class:`Moments`: count, mean and scatter matrix of d-dimensional rows, updated chunk by
   chunk and merged across shards (Chan, Golub & LeVeque's pairwise update, float64), so
-  that the Fréchet distance of :func:`frechet_streamed` uses every image; it equals the
-  in-memory :func:`~domain_gap.analysis.frechet.frechet_distance` (same pooled-PCA
+  that the Fréchet distance of :func:`frechet_streamed` (through
+  ``frechet.frechet_from_moments``) uses every image; it equals the in-memory
+  :func:`~domain_gap.analysis.frechet.frechet_distance` (same rule for a pooled-PCA
   reduction) to float rounding;
 - :class:`StreamHistogram`: counts on fixed edges (from a first pass of :class:`Range`),
   mergeable, with the values below, above and NaN counted apart;
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from domain_gap.analysis.frechet import frechet_from_moments
 from domain_gap.analysis.results import FrechetResult, SubsampleInfo
 
 __all__ = [
@@ -32,7 +34,6 @@ __all__ = [
     "Range",
     "StreamHistogram",
     "Subsample",
-    "frechet_from_moments",
     "frechet_streamed",
     "hash_keys",
     "stream_moments",
@@ -90,38 +91,18 @@ def stream_moments(chunks: Iterable[np.ndarray]) -> Moments:
     return total
 
 
-def _sqrt_psd(a: np.ndarray) -> np.ndarray:
-    w, v = np.linalg.eigh((a + a.T) / 2)
-    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
-
-
-def frechet_from_moments(
-    mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.ndarray, cov_b: np.ndarray
-) -> float:
-    """‖μa - μb‖² + Tr Σa + Tr Σb - 2 Tr (Σa^½ Σb Σa^½)^½ (real, ≥ 0), as
-    ``frechet._fd_value`` computes it from the samples (a private copy: ``frechet`` has no
-    moments entry point yet)."""
-    mu = np.asarray(mu_a, dtype=np.float64) - np.asarray(mu_b, dtype=np.float64)
-    ca, cb = np.atleast_2d(cov_a), np.atleast_2d(cov_b)
-    sa = _sqrt_psd(ca)
-    inner = sa @ cb @ sa
-    eig = np.linalg.eigvalsh((inner + inner.T) / 2)
-    tr_sqrt = float(np.sqrt(np.clip(eig, 0.0, None)).sum())
-    value = float(mu @ mu) + float(np.trace(ca)) + float(np.trace(cb)) - 2.0 * tr_sqrt
-    return max(value, 0.0)
-
-
-def frechet_streamed(a: Moments, b: Moments, max_dim: int = 64) -> FrechetResult:
-    """The Fréchet distance of two streamed samples with the in-memory reduction: above
-    ``k = min(max_dim, min(n, m) - 1, d)`` dimensions both Gaussians are projected on the
-    top-k axes of the pooled covariance (the merged moments), μ → Aᵀ(μ - m), Σ → AᵀΣA."""
+def frechet_streamed(a: Moments, b: Moments, max_dim: int | None = None) -> FrechetResult:
+    """The Fréchet distance of two streamed samples with the in-memory rule
+    (``frechet.frechet_distance``): the standard FD on the full embedding, unless
+    ``k = min(d, max_dim, min(n, m) - 1) < d``; then both Gaussians are projected on the top-k
+    axes of the pooled covariance (the merged moments): μ → Aᵀ(μ - m), Σ → AᵀΣA."""
     d = a.mean.shape[0]
-    k = min(max_dim, min(a.n, b.n) - 1, d)
+    k = min(d, max_dim or d, min(a.n, b.n) - 1)
     if k < 1:
         raise ValueError(f"frechet_streamed: need 2+ rows per side, got {a.n} and {b.n}")
     if k == d:
         value = frechet_from_moments(a.mean, a.cov, b.mean, b.cov)
-        note = f"computed in the full {d} dimensions, from streamed moments"
+        note = f"the standard FD on the full {d}-dim embedding, from streamed moments"
         return FrechetResult(value, d, d, False, 1.0, note)
     pooled = a.merge(b)
     w, v = np.linalg.eigh(pooled.cov)
@@ -136,8 +117,8 @@ def frechet_streamed(a: Moments, b: Moments, max_dim: int = 64) -> FrechetResult
         axes.T @ b.cov @ axes,
     )
     note = (
-        f"computed in {k} pooled-PCA dimensions (d = {d}), keeping {kept:.1%} of the pooled "
-        "variance, from streamed moments; compare only with FDs at the same dims"
+        f"pooled PCA to {k} of {d} dimensions, keeping {kept:.1%} of the pooled variance, from "
+        "streamed moments; not the standard FD, compare only with FDs at the same dims"
     )
     return FrechetResult(value, k, d, True, kept, note)
 
