@@ -547,7 +547,9 @@ def extract_domain(
             images = np.stack([p.image for p in prepared])
             return prepared, normalize_image(images, config.image.mean, config.image.std)
 
-        with bar:
+        from domain_gap.metrics_torch import scratch_buffer  # torch: not on the platform's path
+
+        with bar, scratch_buffer():  # one buffer for every batch's exponentials
             _pipelined(
                 list(_batches(missing, config.model.batch_size)),
                 load,
