@@ -95,10 +95,26 @@ def _check_image_valid(
     return img, mask
 
 
-def _luma(rgb: np.ndarray) -> np.ndarray:
-    """Rec.601 luma on the 0-255 scale, float64."""
-    r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
+def _luma(planes: np.ndarray) -> np.ndarray:
+    """Rec.601 luma on the 0-255 scale, float64, of (3, H, W) colour planes."""
+    r, g, b = (p.astype(np.float64) for p in planes)
     return 0.299 * r + 0.587 * g + 0.114 * b
+
+
+def _valid_box(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """The rectangle the valid pixels fill exactly (padding is bands), or None if they don't."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    inner = mask[box]
+    return box if inner.all() and inner.size == np.count_nonzero(mask) else None
+
+
+def _take(arr: np.ndarray, mask: np.ndarray, box: tuple[slice, slice] | None) -> np.ndarray:
+    """``arr[..., mask]`` (row-major order): a slice when the mask is the rectangle ``box``,
+    several times faster than the boolean gather and the same values in the same order."""
+    if box is None:
+        return arr[..., mask]
+    return arr[(..., *box)].reshape(*arr.shape[:-2], -1)
 
 
 def _laplacian_variance(luma: np.ndarray, valid: np.ndarray) -> float:
@@ -159,9 +175,11 @@ def image_metadata(image: np.ndarray, valid: np.ndarray | None = None) -> dict[s
     out["pad_fraction"] = float(1.0 - mask.mean()) if mask.size else _NAN
     if not mask.any():
         return out
-    channels = np.ascontiguousarray(img[mask].T, dtype=np.float64)  # (3, N): rows reduce fast
-    luma_map = _luma(img)
-    luma = luma_map[mask]
+    planes = np.ascontiguousarray(np.moveaxis(img, -1, 0))  # (3, H, W): rows reduce fast
+    box = _valid_box(mask)
+    channels = _take(planes, mask, box).astype(np.float64)  # (3, N)
+    luma_map = _luma(planes)
+    luma = _take(luma_map, mask, box)
     means, stds = channels.mean(axis=1), channels.std(axis=1)
     for i, ch in enumerate("rgb"):
         out[f"mean_{ch}"] = float(means[i])
@@ -250,9 +268,7 @@ def vehicle_metadata(
     return out
 
 
-def source_metadata(
-    group: str, file_name: str, orig_hw: tuple[int, int]
-) -> dict[str, float | str]:
+def source_metadata(group: str, file_name: str, orig_hw: tuple[int, int]) -> dict[str, float | str]:
     """City or sequence, file name, and the original size and aspect before resizing."""
     h, w = (int(v) for v in orig_hw)
     if h <= 0 or w <= 0:

@@ -224,3 +224,24 @@ def test_compute_metadata_keys_types_and_no_mutation() -> None:
 def test_bad_input_raises_a_clear_error(call, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         call()
+
+
+def test_padded_and_ragged_masks_read_the_same_pixels_as_a_boolean_gather() -> None:
+    rng = np.random.default_rng(11)
+    img = rng.integers(0, 256, (40, 64, 3)).astype(np.uint8)
+    band = np.zeros((40, 64), bool)
+    band[6:31, 3:60] = True  # letterbox padding: the fast slice path
+    ragged = band.copy()
+    ragged[10, 10] = False  # a hole: the boolean gather
+    planes = np.ascontiguousarray(np.moveaxis(img, -1, 0))
+    for mask, is_box in ((band, True), (ragged, False)):
+        box = md._valid_box(mask)
+        assert (box is not None) == is_box
+        np.testing.assert_array_equal(md._take(planes, mask, box), img[mask].T)
+        meta = md.image_metadata(img, mask)
+        px = img[mask].astype(np.float64)
+        luma = px @ np.array([0.299, 0.587, 0.114])
+        assert meta["mean_g"] == pytest.approx(px[:, 1].mean(), rel=1e-12)
+        assert meta["std_b"] == pytest.approx(px[:, 2].std(), rel=1e-12)
+        assert meta["brightness"] == pytest.approx(luma.mean(), rel=1e-12)
+        assert meta["pad_fraction"] == pytest.approx(1 - mask.mean(), rel=1e-12)
