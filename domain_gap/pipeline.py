@@ -28,7 +28,6 @@ from domain_gap.analysis.concepts import (
     Concepts,
     class_conditional_gap,
     cluster_table,
-    fit_concepts,
 )
 from domain_gap.analysis.drift import (
     drift_fields,
@@ -45,6 +44,7 @@ from domain_gap.analysis.extract import (
     load_predictions,
     read_model_card,
 )
+from domain_gap.analysis.fleet import concepts_on_subsample
 from domain_gap.analysis.frechet import common_fd_dims
 from domain_gap.analysis.latent import latent_gap
 from domain_gap.analysis.mitigate import choose_fit_records, extract_mitigated, fit_mitigation
@@ -504,7 +504,10 @@ def analyse(
             feats.embeddings, projections, config.analysis.projection, config.seed
         )
         k = min(config.analysis.clusters, len(feats))
-        concepts = fit_concepts(feats.embeddings, k, seed=config.seed)
+        a_sub = config.analysis.subsample  # above it per domain, k-means fits a subsample
+        concepts, cluster_sub = concepts_on_subsample(
+            feats.embeddings, feats.sample_ids, feats.domains, k, a_sub, config.seed
+        )
         labels, centers = concepts.labels, concepts.centers
 
     comparisons = {
@@ -530,6 +533,7 @@ def analyse(
             k=int(k),
             method="k-means on standardised, PCA-reduced image embeddings (all domains)",
             tables={t: c.clusters for t, c in comparisons.items()},
+            subsample=cluster_sub,
         ),
         per_class={t: c.per_class for t, c in comparisons.items()},
         metadata_drift={t: c.metadata_drift for t, c in comparisons.items()},

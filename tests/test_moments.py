@@ -156,3 +156,24 @@ def test_bench_scale_child_smoke() -> None:
     row = child(300, 100, 19)
     assert row["n_per_domain"] == 300 and row["subsample_used"] == 100
     assert row["peak_mib"] >= row["peak_before_mib"] > 0 and row["mmd_method"].startswith("exact")
+
+
+def test_concepts_on_subsample_fit_a_stated_subsample_and_assign_every_image() -> None:
+    from domain_gap.analysis.concepts import fit_concepts
+    from domain_gap.analysis.fleet import concepts_on_subsample
+
+    rng = np.random.default_rng(4)
+    x = np.concatenate([rng.normal(0, 1, (300, 6)), rng.normal(4, 1, (200, 6))])
+    ids = np.array([f"s/{i}" for i in range(300)] + [f"t/{i}" for i in range(200)])
+    domains = np.array(["s"] * 300 + ["t"] * 200)
+    whole, none = concepts_on_subsample(x, ids, domains, 3, 300, seed=0)
+    assert none is None
+    np.testing.assert_array_equal(whole.labels, fit_concepts(x, 3, seed=0).labels)
+    sub, info = concepts_on_subsample(x, ids, domains, 3, 120, seed=0)
+    assert info is not None and (info.n_total, info.n_used, info.seed) == (500, 240, 0)
+    assert sub.labels.shape == (500,) and set(sub.labels.tolist()) == {0, 1, 2}
+    np.testing.assert_array_equal(sub.labels, sub.assign(x))
+    for c in range(3):
+        np.testing.assert_allclose(sub.centers[c], x[sub.labels == c].mean(0))
+    # the two blobs are never mixed, whichever frames were fitted
+    assert len(set(sub.labels[:300]) & set(sub.labels[300:])) == 0

@@ -37,6 +37,7 @@ __all__ = [
     "frechet_streamed",
     "hash_keys",
     "stream_moments",
+    "subsample_rows",
 ]
 
 SUBSAMPLE_METHOD = "bottom-k of sha256(seed, sample id): uniform, seeded, order-free"
@@ -253,3 +254,24 @@ class Subsample:
             seed=self.seed,
             method=SUBSAMPLE_METHOD,
         )
+
+
+def subsample_rows(
+    sample_ids: np.ndarray, domains: np.ndarray, size: int, seed: int
+) -> tuple[np.ndarray | None, SubsampleInfo | None]:
+    """Row indices of a per-domain bottom-k subsample of ``size`` rows (every row of a domain
+    that has no more), sorted, and what it states; (None, None) when no domain has more."""
+    domains = np.asarray(domains).astype(str)
+    names = list(dict.fromkeys(domains.tolist()))
+    if all(int((domains == d).sum()) <= size for d in names):
+        return None, None
+    keys = hash_keys([str(s) for s in sample_ids], seed)
+    keep = []
+    for d in names:
+        rows = np.flatnonzero(domains == d)
+        keep.append(rows[np.argsort(keys[rows], kind="stable")[:size]])
+    index = np.sort(np.concatenate(keep))
+    info = SubsampleInfo(
+        n_total=len(domains), n_used=len(index), seed=seed, method=SUBSAMPLE_METHOD
+    )
+    return index, info

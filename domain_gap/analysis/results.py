@@ -295,6 +295,8 @@ class Clusters:
     k: int
     method: str
     tables: dict[str, tuple[ClusterRow, ...]]
+    subsample: SubsampleInfo | None = None
+    """Set when k-means was fitted on a seeded subsample (every image is then assigned)."""
 
 
 # --------------------------------------------------------------------------- metadata drift
