@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -96,8 +97,6 @@ def _staging(out: Path) -> list[Path]:
 def setup(tiny_sample: Path, tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A config on the tiny sample and the outputs of one uninterrupted run from a cold cache
     (the cache is then removed, so the killed runs start cold too)."""
-    import shutil
-
     tmp = tmp_path_factory.mktemp("kill")
     cache = tmp / "cache"
     config = _config(tmp, tiny_sample, tiny_ckpt, cache)
@@ -149,8 +148,7 @@ def test_ctrl_c_in_any_stage_exits_130_and_keeps_the_outputs(
 ) -> None:
     config, _cache, _reference, tmp = setup
     out = tmp / f"ctrl-c-{marker.split()[-1]}"
-    code, text = _run(config, out)  # warm cache: the outputs to keep
-    assert code == 0, text
+    shutil.copytree(tmp / "reference", out)  # a previous run's outputs, to be kept
     before = {name: (out / name).read_bytes() for name in OUTPUTS}
     if marker.startswith("extract"):  # a cold cache, so that the signal meets the extraction
         data = yaml.safe_load(config.read_text())
