@@ -61,6 +61,6 @@ def test_several_targets_share_the_fd_dimensions() -> None:
     a = frechet.frechet_distance(source, big, max_dim=k)
     b = frechet.frechet_distance(source, small, max_dim=k)
     assert a.dims == b.dims == 19 and a.reduced and b.reduced
-    assert "same dimensions" in a.note
+    assert "same dims" in a.note and "capped at max_dim = 19" in a.note
     assert frechet.common_fd_dims(d, [200, 150]) == d  # every domain has n > d: full embedding
     assert frechet.common_fd_dims(d, [200, 150], max_dim=8) == 8

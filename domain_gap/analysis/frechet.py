@@ -108,8 +108,9 @@ def _fd_prepare(
             why = f"fewer images than dimensions: min(n, m) = {min(n, m)} <= d = {d}"
         else:
             why = (
-                f"max_dim = {k}: the configured cap or the smallest domain of the report, so "
-                "that every target's FD has the same dimensions"
+                f"capped at max_dim = {k} by the caller: analysis.max_dim, the smallest domain "
+                "of the report (so that every target's FD has the same dims), or the per-class "
+                "FD's fixed cap"
             )
         meta["explained_variance"] = kept
         meta["note"] = (
