@@ -7,9 +7,8 @@ threads, with one max and one exp over the logits feeding every output, and only
 arrays come back to the host. The work runs on the (B, H, W, C) view of the model's
 channels-last logits, the exponentials go into one buffer reused across a pass
 (:func:`scratch_buffer`: a fresh 80 MB block per batch cost ~19k page faults) and the mean
-probabilities are one product per image row, summed in float64. The numbers are those of
-the numpy functions
-(``sample_loss``, ``predict``, ``confusion_matrices``, ``calibration_bins``,
+probabilities are one product per image row, summed in float64. The numbers are those of the
+numpy functions (``sample_loss``, ``predict``, ``confusion_matrices``, ``calibration_bins``,
 ``class_pixel_fractions``, ``mean_entropy``, ``mean_max_prob``), checked against them in
 ``tests/test_metrics_torch.py``; the Tensorleap binder keeps calling the numpy ones on single
 samples.
@@ -157,14 +156,17 @@ def _confusion(pred: torch.Tensor, y: torch.Tensor, labelled: torch.Tensor, c: i
     b = y.shape[0]
     size = b * c * c
     batch = torch.arange(b, device=y.device)[:, None, None]
-    flat = torch.where(labelled, batch * (c * c) + y * c + pred, size)  # void → a spare bin
+    flat = y * c  # in place from here: no further full-size temporaries
+    flat += pred
+    flat += batch * (c * c)
+    flat.masked_fill_(~labelled, size)  # void → a spare bin
     return torch.bincount(flat.reshape(-1), minlength=size + 1)[:size].reshape(b, c, c).long()
 
 
 def _fractions(shown: torch.Tensor, c: int) -> torch.Tensor:
     b = shown.shape[0]
-    idx = torch.where(shown == IGNORE_INDEX, c, shown).reshape(b, -1)
-    idx = idx + torch.arange(b, device=shown.device)[:, None] * (c + 1)
+    idx = shown.masked_fill(shown == IGNORE_INDEX, c).reshape(b, -1)
+    idx += torch.arange(b, device=shown.device)[:, None] * (c + 1)
     counts = torch.bincount(idx.reshape(-1), minlength=b * (c + 1)).reshape(b, c + 1)
     return counts.double() / max(shown[0].numel(), 1)
 
@@ -179,10 +181,10 @@ def _calibration(
     edges = torch.linspace(0.0, 1.0, n_bins + 1, dtype=torch.float64, device=conf.device)
     conf = conf.clamp(0.0, 1.0)
     inner = edges[1:-1].to(conf.dtype)
-    idx = torch.bucketize(conf, inner, right=True).clamp(0, n_bins - 1)
+    idx = torch.bucketize(conf, inner, right=True).clamp_(0, n_bins - 1)
     size = b * n_bins
-    batch = torch.arange(b, device=conf.device)[:, None, None]
-    flat = torch.where(mask, batch * n_bins + idx, size).reshape(-1)  # unused → a spare bin
+    idx += torch.arange(b, device=conf.device)[:, None, None] * n_bins
+    flat = idx.masked_fill_(~mask, size).reshape(-1)  # unused → a spare bin
 
     def tally(weights: torch.Tensor | None) -> torch.Tensor:
         w = None if weights is None else weights.reshape(-1).double()
