@@ -154,6 +154,32 @@ def test_pipeline_extraction_runs_on_ray_when_configured(
         np.testing.assert_allclose(got.embeddings, want.embeddings, rtol=2e-4, atol=2e-5)
 
 
+@pytest.mark.slow
+def test_a_bad_frame_on_a_worker_is_one_line_naming_it(
+    cluster: Any,
+    sample_copy: Path,
+    tiny_ckpt: Path,
+    config_for: Callable[..., Config],
+    tmp_path: Path,
+) -> None:
+    from domain_gap.analysis.extract import ExtractionError
+    from domain_gap.execution.ray_extract import extract_missing
+
+    config = _config(config_for, sample_copy, tiny_ckpt, tmp_path / "cache")
+    dataset = DomainDataset(config)
+    path = Path(dataset.select("kitti", "val")[3].image_path)
+    data = bytearray(path.read_bytes())
+    data[40:200] = bytes(160)  # header intact, image data destroyed
+    path.write_bytes(bytes(data))
+    cache = FeatureCache.for_config(config)
+    with pytest.raises(ExtractionError) as info:
+        extract_missing(config, dataset, cache, [("kitti", "val")], progress=False)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and "corrupt" in message
+    assert "records written and kept" in message
+    assert not list(cache.root.rglob("*.tmp*"))  # whatever was written is whole
+
+
 class KillableRunner:
     """The real model, logging each batch; once (``armed`` claimed), its process writes its
     pid to ``victim`` on its second batch and waits there to be killed."""

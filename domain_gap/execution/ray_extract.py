@@ -215,6 +215,7 @@ def extract_missing(
     _check_resources(ex, ray.cluster_resources())
     if runner_factory is None:  # fail here, not in every actor, on a bad checkpoint
         _check_checkpoint(config, cache)
+    ray.data.DataContext.get_current().raise_original_map_exception = True  # the worker's error
     size = config.model.batch_size
     ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // size)))
     ds = ds.map_batches(
@@ -237,9 +238,34 @@ def extract_missing(
     sources = {d: cache_source(config, d) for d, _ in passes}
     written = 0
     with tqdm(total=len(rows), desc="extract (ray)", unit="img", disable=not progress) as bar:
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            for domain, sample_id, arrays in _rows(batch):
-                cache.save(domain, sample_id, arrays, sources[domain])
-                written += 1
-            bar.update(len(batch["sample_id"]))
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                for domain, sample_id, arrays in _rows(batch):
+                    cache.save(domain, sample_id, arrays, sources[domain])
+                    written += 1
+                bar.update(len(batch["sample_id"]))
+        except Exception as exc:  # a worker's error arrives wrapped in Ray's own exceptions
+            from domain_gap.analysis.extract import ExtractionError
+
+            raise ExtractionError(
+                f"ray executor: {root_message(exc)} ({written} records written and kept)"
+            ) from None
     return written
+
+
+def root_message(exc: BaseException) -> str:
+    """The first line of the innermost cause of ``exc`` (Ray wraps a worker's exception, with
+    its remote traceback, in ``RayTaskError``/``UserCodeException``)."""
+    seen = {id(exc)}
+    while True:
+        cause = getattr(exc, "cause", None) or exc.__cause__
+        if not isinstance(cause, BaseException) or id(cause) in seen:
+            break
+        seen.add(id(cause))
+        exc = cause
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    if lines[0].startswith(("ray::", "Traceback")):  # a remote traceback: its last line
+        return lines[-1].strip()
+    return lines[0].strip()
