@@ -305,7 +305,7 @@ def load_checkpoint(
         "arch_source": source,
         "layout": meta["layout"],
     }
-    for key in ("image", "training", "cur_itrs", "best_score"):
+    for key in ("image", "training", "cur_itrs", "best_score", "embedding_tap", "embedding_dim"):
         if key in meta:
             card[key] = meta[key]
     return model, card
@@ -316,9 +316,11 @@ def save_checkpoint(
     path: str | Path,
     image: Mapping[str, Any] | None = None,
     training: Mapping[str, Any] | None = None,
+    tap: str = "aspp",
 ) -> Path:
-    """Write ``{"model_state", arch, num_classes, output_stride, head_channels, image, training}``
-    atomically; VainF's loader reads ``model_state`` from it as from its own checkpoints."""
+    """Write ``{"model_state", arch, num_classes, output_stride, head_channels, embedding_tap,
+    embedding_dim, image, training}`` atomically (the model spec's card; ``image`` holds the
+    input size and mean/std); VainF's loader reads ``model_state`` from it as from its own."""
     info = model.info
     payload: dict[str, Any] = {
         "format": FORMAT,
@@ -327,6 +329,8 @@ def save_checkpoint(
         "num_classes": info.num_classes,
         "output_stride": info.output_stride,
         "head_channels": info.head_channels,
+        "embedding_tap": tap,
+        "embedding_dim": model.tap_channels()[tap],
     }
     if image is not None:
         payload["image"] = dict(image)

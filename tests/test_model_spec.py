@@ -124,3 +124,20 @@ def test_bad_onnx_file_is_one_line_naming_it(config_for, tiny_sample, exported, 
     assert check_model_config(missing) is None  # not exported yet: analyze does not need it
     with pytest.raises(SpecError, match="ONNX file not found"):
         read_onnx_spec(tmp_path / "no")  # what the binder's load_model says
+
+
+def test_checkpoint_card_carries_the_spec(tmp_path: Path) -> None:
+    from models import load_checkpoint, save_checkpoint
+
+    model = build_model("deeplabv3_mobilenet", output_stride=8, head_channels=16)
+    image = {"height": 64, "width": 96, "mean": [0.1, 0.2, 0.3], "std": [1, 1, 1]}
+    path = save_checkpoint(model, tmp_path / "m.pt", image=image, tap="decoder")
+    _, card = load_checkpoint(path)
+    assert {k: card[k] for k in ("arch", "num_classes", "output_stride", "head_channels")} == {
+        "arch": "deeplabv3_mobilenet",
+        "num_classes": 19,
+        "output_stride": 8,
+        "head_channels": 16,
+    }
+    assert card["embedding_tap"] == "decoder" and card["embedding_dim"] == 16
+    assert card["image"] == image
