@@ -21,6 +21,7 @@ Ray is imported inside the functions: importing this module needs no Ray.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -65,7 +66,12 @@ def connect(execution: ExecutionConfig) -> None:
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=execution.address, log_to_driver=False, include_dashboard=False)
+        ray.init(
+            address=execution.address,
+            log_to_driver=False,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+        )
 
 
 def _dataset(config: Config, domain: str) -> Any:
@@ -215,7 +221,11 @@ def extract_missing(
     _check_resources(ex, ray.cluster_resources())
     if runner_factory is None:  # fail here, not in every actor, on a bad checkpoint
         _check_checkpoint(config, cache)
-    ray.data.DataContext.get_current().raise_original_map_exception = True  # the worker's error
+    ctx = ray.data.DataContext.get_current()
+    ctx.raise_original_map_exception = True  # the worker's own error, not Ray's wrapper
+    ctx.enable_progress_bars = False  # the one bar below replaces Ray's
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     size = config.model.batch_size
     ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // size)))
     ds = ds.map_batches(
