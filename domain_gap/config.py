@@ -257,10 +257,10 @@ class AnalysisConfig(_Strict):
     heatmaps: HeatmapConfig = HeatmapConfig()
     """Where the model looks (the heatmaps section)."""
     subsample: int = Field(20_000, ge=100)
-    """Above this many images in a domain, ``analyze`` fits its k-means concepts on a seeded
-    subsample of this size per domain (every image is then assigned), and the fleet-scale
-    stage (``analysis.fleet``) runs MMD², KID, C2ST and the drift tests on one; both state it.
-    FD and the metadata histograms of that stage use every image."""
+    """Above this many images in a domain, ``analyze`` fits its k-means concepts (every image
+    then assigned) and runs the latent gap's C2ST on a seeded subsample of this size per
+    domain, and the fleet-scale stage (``analysis.fleet``) runs MMD², KID, C2ST and the drift
+    tests on one; each result states it. FD and that stage's histograms use every image."""
 
     @model_validator(mode="after")
     def _unique_mitigations(self) -> AnalysisConfig:

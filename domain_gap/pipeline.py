@@ -49,6 +49,7 @@ from domain_gap.analysis.frechet import common_fd_dims
 from domain_gap.analysis.latent import latent_gap
 from domain_gap.analysis.mitigate import choose_fit_records, extract_mitigated, fit_mitigation
 from domain_gap.analysis.mmd import median_bandwidth
+from domain_gap.analysis.moments import subsample_rows
 from domain_gap.analysis.pairwise import pairwise_gaps
 from domain_gap.analysis.projection import cached_projection
 from domain_gap.analysis.results import (
@@ -67,6 +68,7 @@ from domain_gap.analysis.results import (
     ModelInfo,
     PairwiseGaps,
     Projection,
+    SubsampleInfo,
     Summary,
     UserMetadataInfo,
     WhatIf,
@@ -321,7 +323,20 @@ def _latent_gap(
         probs_target=t.prob_mean,
         class_names=CLASS_NAMES,
         mmd=a.mmd,
+        c2st_subsample=_c2st_rows(config, s, t),
     )
+
+
+def _c2st_rows(
+    config: Config, s: Features, t: Features
+) -> tuple[tuple[np.ndarray, np.ndarray], SubsampleInfo] | None:
+    """The C2ST's seeded per-domain subsample when a side has more than analysis.subsample."""
+    ids = np.concatenate([s.sample_ids, t.sample_ids])
+    sides = np.array(["s"] * len(s) + ["t"] * len(t))
+    index, info = subsample_rows(ids, sides, config.analysis.subsample, config.seed)
+    if index is None or info is None:
+        return None
+    return (index[index < len(s)], index[index >= len(s)] - len(s)), info
 
 
 def _class_gap(config: Config, s: Features, t: Features) -> tuple[ClassGap, ...]:

@@ -177,3 +177,27 @@ def test_concepts_on_subsample_fit_a_stated_subsample_and_assign_every_image() -
         np.testing.assert_allclose(sub.centers[c], x[sub.labels == c].mean(0))
     # the two blobs are never mixed, whichever frames were fitted
     assert len(set(sub.labels[:300]) & set(sub.labels[300:])) == 0
+
+
+def test_subsampled_c2st_runs_on_its_rows_and_reports_against_all() -> None:
+    from domain_gap.analysis.c2st import c2st
+    from domain_gap.analysis.latent import latent_gap
+    from domain_gap.analysis.moments import subsample_rows, subsampled_c2st
+
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(0, 1, (260, 5)), rng.normal(0.8, 1, (240, 5))
+    ids = np.array([f"s/{i}" for i in range(260)] + [f"t/{i}" for i in range(240)])
+    index, info = subsample_rows(ids, np.array(["s"] * 260 + ["t"] * 240), 100, seed=0)
+    assert index is not None and info is not None and info.n_used == 200
+    ri, rj = index[index < 260], index[index >= 260] - 260
+    res = subsampled_c2st(x, y, (ri, rj), info)
+    direct = c2st(x[ri], y[rj])
+    assert res.auc == direct.auc and res.subsample == info and res.n == (100, 100)
+    probs = np.asarray(res.probs)
+    assert probs.shape == (500,) and np.isfinite(probs).sum() == 200
+    np.testing.assert_array_equal(probs[ri], direct.probs[:100])
+    assert set(res.most_target_like_source) <= set(ri.tolist())
+    assert set(res.most_source_like_target) <= set(rj.tolist())
+    gap = latent_gap(x, y, permutations=49, n_boot=10, c2st_subsample=((ri, rj), info))
+    assert gap.c2st.subsample == info and gap.c2st.auc == direct.auc
+    assert latent_gap(x, y, permutations=49, n_boot=10).c2st.subsample is None

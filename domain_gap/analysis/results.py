@@ -165,6 +165,8 @@ class C2STResult:
     most_target_like_source: tuple[int, ...] = per_sample()
     """Row indices into the source of its most target-like samples, most extreme first."""
     most_source_like_target: tuple[int, ...] = per_sample()
+    subsample: SubsampleInfo | None = None
+    """Set when the classifier ran on a seeded subsample (``probs`` is NaN off it)."""
 
 
 @dataclass(frozen=True)
