@@ -308,6 +308,9 @@ class Config(_Strict):
     tensorleap: TensorleapConfig = TensorleapConfig()
     execution: ExecutionConfig = ExecutionConfig()
     cache_dir: str = ".cache/domain-gap"
+    gcs_timeout_s: float = Field(30.0, gt=0, le=3600)
+    """Bound on one gs:// request, its retries included: past it, one line says why (auth
+    failed, host unreachable, timeout) instead of minutes of silent retries."""
     base_dir: str = "."
     """Folder that relative paths are resolved against (set to the config file's folder)."""
 
@@ -331,9 +334,6 @@ class Config(_Strict):
             raise ValueError(
                 f"tensorleap.mitigation {name!r} is not a label of analysis.mitigations "
                 f"{sorted(kinds)}"
-    gcs_timeout_s: float = Field(30.0, gt=0, le=3600)
-    """Bound on one gs:// request, its retries included: past it, one line says why (auth
-    failed, host unreachable, timeout) instead of minutes of silent retries."""
             )
         if kinds[name] == "adabn":
             raise ValueError(

@@ -101,7 +101,6 @@ class PipelineError(ValueError):
     """The analysis cannot run as configured (one line, names what is wrong)."""
 
 
-class _Stages:
 def say(line: str) -> None:
     """One progress line on stderr, written in one call (a signal never splits it from its
     newline, so the next line, an error included, starts on a line of its own)."""
@@ -109,6 +108,7 @@ def say(line: str) -> None:
     sys.stderr.flush()
 
 
+class _Stages:
     """Prints one line per stage to stderr and keeps the seconds each took."""
 
     def __init__(self, enabled: bool) -> None:
