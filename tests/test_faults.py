@@ -339,6 +339,24 @@ def missing_checkpoint(ctx: Ctx) -> list[str]:
     return ["model.pt", "checkpoint"]
 
 
+def num_classes_differs_from_checkpoint(ctx: Ctx) -> list[str]:
+    ctx.cfg["model"]["num_classes"] = 5
+    return [ctx.cfg["model"]["checkpoint"], "model.num_classes = 5", "19 classes"]
+
+
+def onnx_not_a_model(ctx: Ctx) -> list[str]:
+    path = ctx.root / "model.onnx"
+    path.write_text("not an onnx file")
+    ctx.cfg["model"]["onnx"] = str(path)
+    return [str(path), "not a readable ONNX model", "model.onnx"]
+
+
+def embedding_dim_differs_from_onnx(ctx: Ctx) -> list[str]:
+    onnx = Path(__file__).resolve().parent.parent / "models" / "demo" / "deeplabv3plus_demo.onnx"
+    ctx.cfg["model"].update(onnx=str(onnx), embedding_dim=7, num_classes=19)
+    return [str(onnx), "model.embedding_dim = 7"]
+
+
 def config_missing(ctx: Ctx) -> list[str]:
     ctx.config_path = ctx.root / "missing.yaml"
     return ["missing.yaml", "cannot read config"]
@@ -564,6 +582,9 @@ CASES: list[tuple[Callable[[Ctx], list[str]], int]] = [
     (missing_split_file, BAD_INPUT),
     (missing_metadata_csv, BAD_INPUT),
     (missing_checkpoint, BAD_INPUT),
+    (num_classes_differs_from_checkpoint, BAD_INPUT),
+    (onnx_not_a_model, BAD_INPUT),
+    (embedding_dim_differs_from_onnx, BAD_INPUT),
     (config_missing, BAD_INPUT),
     (config_not_yaml, BAD_INPUT),
     (config_not_a_mapping, BAD_INPUT),
