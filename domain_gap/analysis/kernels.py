@@ -11,8 +11,9 @@ evaluates the observed statistic, all permutation statistics and all bootstrap r
   exp; the weights are held as (k + 1, N) rows (the last all ones gives row sums) and meet
   the tile in a second product. In ``float32`` both run in float32 on kernel values less an
   offset (:func:`_tile_forms`) and only the per-tile sums are accumulated in float64;
-* memory O(N·d + N·k_chunk + b²): the block edge b and the columns per pass k_chunk are
-  chosen so that the working set stays within ``memory_budget_mb`` (default 256 MiB; more
+* memory O(N·d + N·k_chunk + b²): the block edge b (at most :data:`MAX_BLOCK`) and the
+  columns per pass k_chunk (at most 2 (d + 2), see :func:`_chunk_columns`) keep the working
+  set a fixed multiple of the data and within ``memory_budget_mb`` (default 256 MiB; more
   passes over the kernel when many columns do not fit at once, and never below the O(N·d)
   floor of holding the data). The N x N matrix is never held.
 """
