@@ -260,7 +260,7 @@ def p45_demo() -> dict[str, Any]:
         start = time.perf_counter()
         paths = run_analysis(config, Path(tmp) / "cold", progress=False)
         cold_s = time.perf_counter() - start
-        stages = json.loads(paths["summary"].read_text())["timing_s"]
+        stages = json.loads(paths["timings"].read_text())["stages_s"]
         start = time.perf_counter()
         run_analysis(config, Path(tmp) / "warm", progress=False)
         warm_s = time.perf_counter() - start

@@ -26,7 +26,11 @@ import numpy as np
 from domain_gap import __version__, interrupt
 from domain_gap.atomic import disk_full, replace_folder
 
-OUTPUT_NAMES = ("report.html", "samples.csv", "summary.json")
+RESULT_NAMES = ("report.html", "samples.csv", "summary.json")
+"""The results: the same bytes from every run with the same settings, model and data."""
+TIMINGS = "timings.json"
+"""Seconds per stage: a fact of this run on this machine, kept apart from the results."""
+OUTPUT_NAMES = (*RESULT_NAMES, TIMINGS)
 STAGING = ".{name}.staging-"
 """Prefix of the staging folder beside the output (left-overs of a killed run are removed)."""
 PATH_KEYS = frozenset(

@@ -26,8 +26,9 @@ import numpy as np
 from domain_gap.atomic import atomic_path
 from domain_gap.config import Config
 
-CACHE_VERSION = 3
-"""Bump when the content of a record changes; old shards are then ignored."""
+CACHE_VERSION = 4
+"""Bump when the content of a record changes; old shards are then ignored (4: prob_mean summed
+in float64 per image row)."""
 
 _HASH_LEN = 16
 _file_hashes: dict[tuple[str, int, int], str] = {}

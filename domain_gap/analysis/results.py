@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = "1.4.0"
+SCHEMA_VERSION = "2.0.0"
 """Version of summary.json's layout; bump the major part when a field is removed or renamed."""
 
 PER_SAMPLE = {"per_sample": True}
@@ -806,7 +806,6 @@ class Summary:
     """Targets the configured fixes were not tested on, each with the reason (no labels)."""
     heatmaps: Heatmaps | None = None
     """Where the model looks (class-conditional Grad-CAM per domain), when computed."""
-    timing_s: dict[str, float] = field(default_factory=dict)
     label_free_score: LabelFreeScore | None = None
     """The label-free score and how well it tracks the loss (always computed by the pipeline)."""
     user_metadata: tuple[UserMetadataInfo, ...] = ()

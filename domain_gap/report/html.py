@@ -85,5 +85,4 @@ def environment() -> jinja2.Environment:
 def render_report(summary: Summary, assets: ReportAssets) -> str:
     """The whole page as one self-contained HTML string."""
     template = environment().get_template("report.html.j2")
-    total = sum(summary.timing_s.values()) if summary.timing_s else None
-    return template.render(s=summary, assets=assets, css=CSS, total_seconds=total)
+    return template.render(s=summary, assets=assets, css=CSS)
