@@ -11,6 +11,7 @@ class-conditional gap next to the IoU drop, and metadata drift. Every number com
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import sys
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from domain_gap.analysis.cache import FeatureCache
+from domain_gap.analysis.cache import FeatureCache, file_sha256
 from domain_gap.analysis.concepts import (
     Concepts,
     class_conditional_gap,
@@ -76,6 +77,7 @@ from domain_gap.analysis.results import (
 )
 from domain_gap.analysis.stats_utils import fnum, stats_threads
 from domain_gap.analysis.whatif import Fix, Settings, what_if
+from domain_gap.atomic import write_atomic
 from domain_gap.config import Config, load_config
 from domain_gap.data.user_metadata import PREFIX as USER_PREFIX
 from domain_gap.execution import prefill_cache
@@ -640,7 +642,7 @@ def run_analysis(
     check_out(out)  # before any work: a file, a read-only or a foreign folder fails now
     check_cache_dir(config.resolve(config.cache_dir) or config.cache_dir)
     if runner is None:  # model settings against the checkpoint and the ONNX spec, one line each
-        check_model_config(config)
+        check_model_once(config)
     cache = FeatureCache.for_config(config)  # fails fast on a missing checkpoint
     with stages.stage("index data"):
         dataset = DomainDataset(config)
@@ -709,6 +711,27 @@ def timings_json(run_id: str, seconds: dict[str, float]) -> bytes:
     """
     body = {"run_id": run_id, "stages_s": seconds, "total_s": round(sum(seconds.values()), 3)}
     return (json.dumps(body, indent=2) + "\n").encode()
+
+
+def check_model_once(config: Config) -> None:
+    """:func:`check_model_config`, remembered in the cache folder once it passed for these
+    exact files and model settings: a warm rerun then neither imports torch nor reads the
+    checkpoint (which the check otherwise loads whole)."""
+    m = config.model
+    ckpt, onnx = config.resolve(m.checkpoint), config.resolve(m.onnx)
+    if not ckpt or not Path(ckpt).is_file():
+        check_model_config(config)  # raises the one-line error
+        return
+    parts = [file_sha256(ckpt), m.model_dump_json()]
+    if onnx and Path(onnx).is_file():
+        parts.append(file_sha256(onnx))
+    key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+    marker = Path(config.resolve(config.cache_dir) or config.cache_dir) / "checks" / key
+    if marker.is_file():
+        return
+    check_model_config(config)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(marker, b"model settings agree with the checkpoint and the ONNX file\n")
 
 
 def format_frames(frames: dict[str, dict[str, int]]) -> str:

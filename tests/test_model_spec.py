@@ -4,6 +4,7 @@ before any work starts (one line per mismatch, naming the setting)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import onnx
 import pytest
@@ -141,3 +142,40 @@ def test_checkpoint_card_carries_the_spec(tmp_path: Path) -> None:
     }
     assert card["embedding_tap"] == "decoder" and card["embedding_dim"] == 16
     assert card["image"] == image
+
+
+def test_the_model_check_runs_once_per_files_and_settings(
+    tiny_sample: Path, tiny_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A warm rerun skips the check (which loads the whole checkpoint); new settings or a
+    changed checkpoint run it again, and a failing check is never remembered."""
+    import shutil
+
+    from conftest import tiny_config_dict
+
+    from domain_gap import pipeline
+    from domain_gap.config import parse_config
+
+    calls: list[int] = []
+    real = pipeline.check_model_config
+    monkeypatch.setattr(pipeline, "check_model_config", lambda c: calls.append(1) or real(c))
+    ckpt = tmp_path / "model.pt"
+    shutil.copy(tiny_ckpt, ckpt)
+
+    def config(**model: Any) -> Any:
+        top = {"cache_dir": str(tmp_path / "cache"), "model": {"checkpoint": str(ckpt), **model}}
+        return parse_config(tiny_config_dict(tiny_sample, top=top), source="t", base_dir=tmp_path)
+
+    pipeline.check_model_once(config())
+    pipeline.check_model_once(config())
+    assert len(calls) == 1
+    pipeline.check_model_once(config(batch_size=3))  # other settings: checked again
+    assert len(calls) == 2
+    with pytest.raises(Exception, match="num_classes"):
+        pipeline.check_model_once(config(num_classes=7))
+    with pytest.raises(Exception, match="num_classes"):  # the failure was not remembered
+        pipeline.check_model_once(config(num_classes=7))
+    assert len(calls) == 4
+    ckpt.write_bytes(ckpt.read_bytes() + b"\0")  # other bytes: checked again
+    pipeline.check_model_once(config())
+    assert len(calls) == 5
