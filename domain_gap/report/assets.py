@@ -163,7 +163,7 @@ def build_assets(
                 {summary.source: hist.source, target: hist.target},
                 [summary.source, target],
             )
-    heatmap_figures.draw(assets, summary, heatmaps, thumbnail_source)
+    heatmap_figures.draw(assets, summary, heatmaps, thumbnail_source, draw)
     shown = _what_if_figures(assets, summary, whatif_maps or {}, draw)
     ids = thumbnail_ids(summary) + [i for sec, fix in shown for i in changed_images(sec, fix)]
     for sample_id, (image, pred, valid) in thumbnail_source(list(dict.fromkeys(ids))).items():

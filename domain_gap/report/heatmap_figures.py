@@ -66,26 +66,38 @@ def overlay_image(image: np.ndarray, valid: np.ndarray | None, grid: np.ndarray)
     return heatmap_overlay(small, heat.astype(np.float32), alpha=0.5)
 
 
-def _class_figures(assets: Any, comp: HeatmapComparison, run: HeatmapRunLike) -> None:
+def _class_figures(
+    assets: Any, comp: HeatmapComparison, run: HeatmapRunLike, cached: Callable[..., bytes]
+) -> None:
     src, tgt = run.means.get(comp.source, {}), run.means.get(comp.target, {})
     for row in comp.classes:
         c = CLASS_NAMES.index(row.class_name)
         if row.tested and c in src and c in tgt:
             key = f"heatmaps/{comp.target}/{row.class_name}"
             names = (comp.source, comp.target)
-            assets.figures[key] = mean_map_figure(src[c], tgt[c], names, row.class_name)
+            assets.figures[key] = cached(mean_map_figure, src[c], tgt[c], names, row.class_name)
 
 
-def draw(assets: Any, summary: Summary, run: HeatmapRunLike | None, images: ImageSource) -> None:
+def draw(
+    assets: Any,
+    summary: Summary,
+    run: HeatmapRunLike | None,
+    images: ImageSource,
+    cached: Callable[..., bytes] | None = None,
+) -> None:
     """Add the section's figures to ``assets.figures``: ``heatmaps/<target>/<class>`` and
-    ``heatmaps/outlier/<target>/<i>`` (the i-th outlier of the target's comparison)."""
+    ``heatmaps/outlier/<target>/<i>`` (the i-th outlier of the target's comparison).
+
+    ``cached(fn, *args)`` (a :class:`~domain_gap.report.figure_cache.FigureCache`) draws the
+    mean-map figures, so that a rerun reads back those whose maps did not change."""
+    cached = cached or (lambda fn, *args: fn(*args))
     if run is None or summary.heatmaps is None:
         return
     comparisons = summary.heatmaps.comparisons
     ids = [o.sample_id for comp in comparisons.values() for o in comp.outliers]
     loaded = images(list(dict.fromkeys(ids))) if ids else {}
     for target, comp in comparisons.items():
-        _class_figures(assets, comp, run)
+        _class_figures(assets, comp, run, cached)
         for i, o in enumerate(comp.outliers):
             grid = run.map_of(o.sample_id, o.class_name)
             if o.sample_id in loaded and grid is not None:
