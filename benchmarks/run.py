@@ -1,7 +1,7 @@
 """Every performance goal of the project, each as a ratio measured in this run, with a verdict.
 
 Run on an idle machine: ``TL_DISABLE_ANALYTICS=true .venv/bin/python benchmarks/run.py``
-(about 5 minutes on 2 cores; ``--only P1 P3`` runs a subset, ``--readme`` rewrites the
+(about 6 minutes on 2 cores; ``--only P1 P3`` runs a subset, ``--readme`` rewrites the
 README's performance table from the results). Prints the machine, its load average and the
 thread counts, then one line per figure, and writes ``benchmarks/results.json`` atomically.
 
@@ -84,7 +84,7 @@ def _bare_forward(runner: Any, batches: list[Any]) -> float:
     return time.perf_counter() - start
 
 
-def p1_extraction(repeats: int = 2) -> dict[str, Any]:
+def p1_extraction(repeats: int = 3) -> dict[str, Any]:
     """Extraction throughput over the bare forward pass, alternated ``repeats`` times."""
     import numpy as np
 
