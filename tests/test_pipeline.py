@@ -151,7 +151,8 @@ def test_report_is_self_contained_and_small(outputs: dict[str, Path]) -> None:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     out = outputs["report"].parent
-    assert sorted(p.name for p in out.iterdir()) == ["report.html", "samples.csv", "summary.json"]
+    names = ["report.html", "samples.csv", "summary.json", "timings.json"]
+    assert sorted(p.name for p in out.iterdir()) == names
 
 
 @pytest.mark.slow
