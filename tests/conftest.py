@@ -49,6 +49,25 @@ def tiny_config_dict(root: Path, **domain_changes: dict) -> dict:
     return data
 
 
+def standalone_config_dict(root: Path, ckpt: Path, cache: Path, batch_size: int) -> dict:
+    """A tiny-sample config that names every path absolutely (no ``base_dir``), so it can be
+    written to any file and run by the CLI: small statistics, no heatmaps, no ONNX."""
+    data = tiny_config_dict(root)
+    data.update(
+        cache_dir=str(cache),
+        model={"checkpoint": str(ckpt), "batch_size": batch_size, "device": "cpu", "onnx": None},
+        analysis={
+            "clusters": 3,
+            "permutations": 19,
+            "bootstrap": 10,
+            "heatmaps": {"enabled": False},
+        },
+    )
+    data["domains"] = [{**d, "root": str(root / d["root"])} for d in data["domains"]]
+    data.pop("base_dir")
+    return data
+
+
 @pytest.fixture(scope="session")
 def tiny_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A ``size="test"`` synthetic sample (seed 0) with ``cityscapes/`` and ``kitti/`` inside."""

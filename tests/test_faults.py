@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from conftest import tiny_config_dict
+from conftest import standalone_config_dict
 from typer.testing import CliRunner
 
 from domain_gap.cli import app
@@ -622,20 +622,7 @@ CASES: list[tuple[Callable[[Ctx], list[str]], int]] = [
 
 
 def _config(root: Path, ckpt: Path, cache: Path) -> dict[str, Any]:
-    data = tiny_config_dict(root)
-    data.update(
-        cache_dir=str(cache),
-        model={"checkpoint": str(ckpt), "batch_size": 4, "device": "cpu", "onnx": None},
-        analysis={
-            "clusters": 3,
-            "permutations": 19,
-            "bootstrap": 10,
-            "heatmaps": {"enabled": False},
-        },
-    )
-    data["domains"] = [{**d, "root": str(root / d["root"])} for d in data["domains"]]
-    data.pop("base_dir")
-    return data
+    return standalone_config_dict(root, ckpt, cache, batch_size=4)
 
 
 def _analyze(config: Path, out: Path) -> Any:

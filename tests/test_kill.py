@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import tiny_config_dict
+from conftest import standalone_config_dict
 
 OUTPUTS = ("report.html", "samples.csv", "summary.json")
 TIMINGS = "timings.json"
@@ -30,19 +30,7 @@ TIMEOUT_S = 120
 
 
 def _config(tmp: Path, sample: Path, ckpt: Path, cache: Path) -> Path:
-    data = tiny_config_dict(sample)
-    data.update(
-        cache_dir=str(cache),
-        model={"checkpoint": str(ckpt), "batch_size": 2, "device": "cpu", "onnx": None},
-        analysis={
-            "clusters": 3,
-            "permutations": 19,
-            "bootstrap": 10,
-            "heatmaps": {"enabled": False},
-        },
-    )
-    data["domains"] = [{**d, "root": str(sample / d["root"])} for d in data["domains"]]
-    data.pop("base_dir")
+    data = standalone_config_dict(sample, ckpt, cache, batch_size=2)
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
