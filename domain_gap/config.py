@@ -256,11 +256,11 @@ class AnalysisConfig(_Strict):
     mitigation_fit: MitigationFitConfig = MitigationFitConfig()
     heatmaps: HeatmapConfig = HeatmapConfig()
     """Where the model looks (the heatmaps section)."""
-    subsample: int = Field(20_000, ge=100)
-    """Above this many images in a domain, ``analyze`` fits its k-means concepts (every image
-    then assigned) and runs the latent gap's C2ST on a seeded subsample of this size per
-    domain, and the fleet-scale stage (``analysis.fleet``) runs MMD², KID, C2ST and the drift
-    tests on one; each result states it. FD and that stage's histograms use every image."""
+    subsample: int = Field(20_000, ge=4)
+    """Frames per domain held in memory. Above it, ``analyze`` runs every section on a seeded
+    subsample of this many frames per domain (stated in the report) and streams every frame
+    from the cache for the FD, the performance and the metadata histograms
+    (``summary.fleet``); the memory then does not grow with the number of frames."""
 
     @model_validator(mode="after")
     def _unique_mitigations(self) -> AnalysisConfig:

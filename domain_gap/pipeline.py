@@ -63,6 +63,7 @@ from domain_gap.analysis.results import (
     DomainStats,
     Drop,
     FitInfo,
+    FleetScale,
     LabelFreeScore,
     LatentGap,
     MetadataDrift,
@@ -75,6 +76,7 @@ from domain_gap.analysis.results import (
     WhatIf,
     to_json,
 )
+from domain_gap.analysis.scale import ScalePlan, fill_cache, plan_scale, scale_section
 from domain_gap.analysis.stats_utils import fnum, stats_threads
 from domain_gap.analysis.whatif import Fix, Settings, what_if
 from domain_gap.atomic import write_atomic
@@ -149,20 +151,20 @@ def extract_all(
 
     With heatmaps on, the same forward also makes their Grad-CAMs (one pass, not two)."""
     sink = CamSink(config, cache) if config.analysis.heatmaps.enabled else None
-    passes = [(d.name, domain_subset(config, dataset, d.name)) for d in config.domains]
+    passes = analysed_passes(config, dataset)
     prefill_cache(config, dataset, cache, passes, progress)  # executor 'ray': the cluster's pass
     parts = [
         extract_domain(
             config,
             dataset,
-            d.name,
-            domain_subset(config, dataset, d.name),
+            name,
+            subset,
             runner=runner,
             cache=cache,
-            progress=progress,
             cam_sink=sink,
+            progress=progress,
         )
-        for d in config.domains
+        for name, subset in passes
     ]
     return with_user_metadata(dataset, Features.concat(parts))
 
@@ -207,17 +209,6 @@ def _domain_stats(f: Features, subset: str) -> DomainStats:
         miou_mean=float(np.nanmean(f.miou)) if np.isfinite(f.miou).any() else None,
         pixel_acc_mean=(float(np.nanmean(f.pixel_acc)) if np.isfinite(f.pixel_acc).any() else None),
         class_iou_dataset={name: fnum(v) for name, v in zip(CLASS_NAMES, iou, strict=True)},
-    )
-
-
-def _drop(src: DomainStats, tgt: DomainStats) -> Drop:
-    def diff(a: float | None, b: float | None) -> float | None:
-        return None if a is None or b is None else float(a) - float(b)
-
-    return Drop(
-        loss_increase=diff(tgt.loss_mean, src.loss_mean),
-        miou_dataset_drop=diff(src.miou_dataset, tgt.miou_dataset),
-        miou_mean_drop=diff(src.miou_mean, tgt.miou_mean),
     )
 
 
@@ -541,7 +532,7 @@ def analyse(
         targets=tuple(targets),
         domains=domains,
         sizes={name: d.n for name, d in domains.items()},
-        drop={t: _drop(domains[source], domains[t]) for t in targets},
+        drop={t: Drop.between(domains[source], domains[t]) for t in targets},
         bandwidth=Bandwidth(float(bandwidth), bw_rule),
         latent_gap={t: c.latent_gap for t, c in comparisons.items()},
         domain_specific={t: c.domain_specific for t, c in comparisons.items()},
@@ -650,10 +641,22 @@ def run_analysis(
     if progress:
         say(f"[domain-gap] frames: {format_frames(frames)}")
     base_runner = runner or LazyRunner(config, cache)
+    whole, plan = dataset, plan_scale(config, dataset, analysed_passes(config, dataset))
     with stages.stage("extract"):
+        if plan is not None:  # fleet scale: every frame into the cache, a subsample in memory
+            prefill_cache(config, whole, cache, plan.passes, progress)
+            fill_cache(config, whole, cache, base_runner, plan, progress)
+            dataset = plan.view(whole)
+            if progress:
+                say(f"[domain-gap] analysing a seeded subsample: {format_subsample(plan)}")
         feats = extract_all(config, dataset, cache, base_runner, progress)
     with stats_threads(len(feats)):
         result = analyse(config, feats, bandwidth=bandwidth, stages=stages, projections=cache.root)
+    fleet = None
+    if plan is not None:
+        with stages.stage("every frame, streamed"):
+            fleet = _fleet_section(config, whole, cache, plan, feats)
+        result = replace(result, summary=replace(result.summary, fleet=fleet))
     if config.analysis.mitigations:
         result = run_what_if(config, dataset, cache, base_runner, feats, result, stages, progress)
     if config.analysis.heatmaps.enabled:
@@ -667,7 +670,7 @@ def run_analysis(
         model=_model_summary(config, cache),
         user_metadata=user_metadata_info(dataset, feats),
         frames=frames,
-        run_id=_run_id(config, cache, feats),
+        run_id=_run_id(config, cache, feats, fleet),
     )
     with stages.stage("figures and thumbnails"):
         assets = build_assets(
@@ -734,6 +737,26 @@ def check_model_once(config: Config) -> None:
     write_atomic(marker, b"model settings agree with the checkpoint and the ONNX file\n")
 
 
+def analysed_passes(config: Config, dataset: Any) -> list[tuple[str, str | None]]:
+    """(domain, analysed subset) of every configured domain, in config order."""
+    return [(d.name, domain_subset(config, dataset, d.name)) for d in config.domains]
+
+
+def format_subsample(plan: ScalePlan) -> str:
+    """``a 20000 of 1200000; b ...``: the frames the sections use per domain."""
+    return "; ".join(f"{d} {i.n_used} of {i.n_total}" for d, i in plan.info.items())
+
+
+def _fleet_section(
+    config: Config, dataset: Any, cache: FeatureCache, plan: ScalePlan, feats: Features
+) -> FleetScale:
+    """The streamed figures of every frame; histograms of the subsample's numeric fields."""
+    numeric = [k for k, v in sorted(feats.metadata.items()) if v.dtype.kind in "fiub"]
+    subsets = {d.name: _subset_name(config, feats, d.name) for d in config.domains}
+    dim = feats.embeddings.shape[1]
+    return scale_section(config, dataset, cache, plan, subsets, numeric, dim)
+
+
 def format_frames(frames: dict[str, dict[str, int]]) -> str:
     """``{domain: {subset: n}}`` as one line: ``a train=6 val=4; b ...``."""
     return "; ".join(
@@ -741,10 +764,15 @@ def format_frames(frames: dict[str, dict[str, int]]) -> str:
     )
 
 
-def _run_id(config: Config, cache: FeatureCache, feats: Features) -> str:
-    """The run id (see :func:`domain_gap.outputs.run_id`) of this analysis."""
+def _run_id(
+    config: Config, cache: FeatureCache, feats: Features, fleet: FleetScale | None = None
+) -> str:
+    """The run id (see :func:`domain_gap.outputs.run_id`) of this analysis (with the
+    streamed figures of every frame at fleet scale)."""
     arrays = {f.name: getattr(feats, f.name) for f in fields(feats) if f.name != "metadata"}
     arrays.update({f"metadata.{k}": v for k, v in feats.metadata.items()})
+    if fleet is not None:
+        arrays["fleet"] = np.frombuffer(json.dumps(to_json(fleet)).encode(), np.uint8)
     return run_id(config.model_dump(mode="json"), cache.model_hash, arrays, SCHEMA_VERSION)
 
 

@@ -31,6 +31,7 @@ CACHE_VERSION = 4
 in float64 per image row)."""
 
 _HASH_LEN = 16
+_ID = {"sample_id", "cache_version"}
 _file_hashes: dict[tuple[str, int, int], str] = {}
 
 
@@ -112,15 +113,24 @@ class FeatureCache:
         return self.root / _safe_name(domain) / f"{key}.npz"
 
     def load(
-        self, domain: str, sample_id: str, source: str = "", required: tuple[str, ...] = ()
+        self,
+        domain: str,
+        sample_id: str,
+        source: str = "",
+        required: tuple[str, ...] = (),
+        only: tuple[str, ...] | None = None,
     ) -> dict[str, np.ndarray] | None:
-        """The cached arrays of one sample, or None when missing or unusable (then warned)."""
+        """The cached arrays of one sample, or None when missing or unusable (then warned).
+
+        ``only``: read just these arrays (and the shard's identity), not the whole shard."""
         path = self.shard_path(domain, sample_id, source)
         if not path.exists():
             return None
         try:
             with np.load(path, allow_pickle=False) as npz:
-                arrays = {name: npz[name] for name in npz.files}
+                wanted = npz.files if only is None else _ID | set(only)
+                names = [name for name in npz.files if name in wanted]
+                arrays = {name: npz[name] for name in names}
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
             warnings.warn(f"{path}: corrupt cache shard ({exc}); recomputing", stacklevel=2)
             return None

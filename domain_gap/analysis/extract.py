@@ -495,6 +495,7 @@ def extract_domain(
     transform: Any = None,
     label: str = "",
     cam_sink: Any = None,
+    records: Sequence[Any] | None = None,
 ) -> Features:
     """Records of one domain's subset (``None`` = all), computing only what the cache lacks.
 
@@ -504,9 +505,10 @@ def extract_domain(
     cache of its own) maps the images first; ``label`` names the pass in the progress bar.
     ``cam_sink`` (``heatmaps.run.CamSink``) writes the heatmap shards of the batches it still
     lacks from the same forward (a torch runner only; others leave them to the heatmap pass).
+    ``records``: these frames of the domain instead of the whole subset (a chunk of it).
     """
     cache = cache or FeatureCache.for_config(config)
-    records = list(dataset.select(domain=domain, subset=subset))
+    records = list(dataset.select(domain=domain, subset=subset) if records is None else records)
     if not records:
         raise ExtractionError(f"domain {domain!r} has no samples in subset {subset or 'all'!r}")
     source = cache_source(config, domain)

@@ -29,13 +29,41 @@ from domain_gap.analysis.moments import (
     Range,
     StreamHistogram,
     Subsample,
+    Totals,
     frechet_streamed,
     subsample_rows,
 )
-from domain_gap.analysis.results import FieldHistogram, FleetGap, SubsampleInfo
+from domain_gap.analysis.results import (
+    Drop,
+    FieldHistogram,
+    FleetGap,
+    FleetScale,
+    FrechetResult,
+    SubsampleInfo,
+)
 from domain_gap.config import Config
 
-__all__ = ["Chunk", "Stream", "concepts_on_subsample", "fleet_gap", "fleet_gap_for"]
+__all__ = [
+    "Chunk",
+    "Quality",
+    "Stream",
+    "concepts_on_subsample",
+    "fleet_gap",
+    "fleet_gap_for",
+    "fleet_scale",
+]
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Row-aligned per-image quality of a chunk (what :class:`~.moments.Totals` sums)."""
+
+    loss: np.ndarray
+    miou: np.ndarray
+    pixel_acc: np.ndarray
+    confusion: np.ndarray
+    """(n, C, C) confusion matrices (rows = ground truth)."""
+    labelled: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -45,6 +73,8 @@ class Chunk:
     sample_ids: np.ndarray
     embeddings: np.ndarray
     metadata: Mapping[str, np.ndarray]
+    quality: Quality | None = None
+    """Set for :func:`fleet_scale` (the per-domain performance over every frame)."""
 
 
 Stream = Callable[[], Iterable[Chunk]]
@@ -155,6 +185,92 @@ def fleet_gap_for(config: Config, source: Stream, target: Stream) -> FleetGap:
         permutations=a.permutations,
         n_boot=a.bootstrap,
         alpha=a.alpha,
+    )
+
+
+@dataclass
+class _DomainPass:
+    moments: Moments | None
+    ranges: dict[str, Range]
+    totals: Totals
+
+
+def _domain_pass(stream: Stream) -> _DomainPass:
+    """Moments, numeric field ranges and quality totals of every chunk (one pass)."""
+    state = _DomainPass(None, {}, Totals())
+    for chunk in stream():
+        part = Moments.of(chunk.embeddings)
+        state.moments = part if state.moments is None else state.moments.merge(part)
+        for name, values in chunk.metadata.items():
+            if np.asarray(values).dtype.kind in "fiu":
+                state.ranges[name] = state.ranges.get(name, Range()).update(values)
+        if chunk.quality is not None:
+            q = chunk.quality
+            state.totals = state.totals.update(q.loss, q.miou, q.pixel_acc, q.confusion, q.labelled)
+    if state.moments is None:
+        raise ValueError("fleet_scale: a domain stream yielded no chunk")
+    return state
+
+
+def _edges(passes: Mapping[str, _DomainPass], bins: int) -> dict[str, np.ndarray]:
+    """Shared edges of each numeric field that every domain has (finite somewhere)."""
+    names = set.intersection(*(set(p.ranges) for p in passes.values()))
+    out = {}
+    for name in sorted(names):
+        merged = Range()
+        for p in passes.values():
+            merged = merged.merge(p.ranges[name])
+        if np.isfinite(merged.lo):
+            out[name] = merged.edges(bins)
+    return out
+
+
+def fleet_scale(
+    streams: Mapping[str, Stream],
+    source: str,
+    subsample: Mapping[str, SubsampleInfo],
+    subsets: Mapping[str, str],
+    class_names: tuple[str, ...],
+    *,
+    max_dim: int | None = None,
+    bins: int = 20,
+) -> FleetScale:
+    """Every domain over every frame, in two passes of its stream (memory: one chunk plus
+    d x d moments and fixed-size counts): FD of each target against ``source`` from streamed
+    moments, the domains' performance and drops from quality totals (chunks need
+    ``quality``), and histograms of the numeric metadata fields on edges shared by all
+    domains. ``subsample`` and ``subsets`` are stated as given."""
+    passes = {name: _domain_pass(stream) for name, stream in streams.items()}
+    edges = _edges(passes, bins)
+    hists = {name: _histograms(stream, edges) for name, stream in streams.items()}
+    targets = [name for name in streams if name != source]
+    src = passes[source]
+    assert all(p.moments is not None for p in passes.values())
+    frechet: dict[str, FrechetResult] = {
+        t: frechet_streamed(src.moments, passes[t].moments, max_dim)  # type: ignore[arg-type]
+        for t in targets
+    }
+    histograms = {
+        t: tuple(
+            FieldHistogram(
+                name=k,
+                edges=tuple(float(e) for e in edges[k]),
+                source=tuple(int(c) for c in hists[source][k].counts),
+                target=tuple(int(c) for c in hists[t][k].counts),
+                missing_source=hists[source][k].nan,
+                missing_target=hists[t][k].nan,
+            )
+            for k in edges
+        )
+        for t in targets
+    }
+    domains = {n: p.totals.stats(subsets[n], class_names) for n, p in passes.items()}
+    return FleetScale(
+        subsample=dict(subsample),
+        domains=domains,
+        drop={t: Drop.between(domains[source], domains[t]) for t in targets},
+        frechet=frechet,
+        histograms=histograms,
     )
 
 

@@ -308,11 +308,9 @@ class BootstrapColumns:
         n, m = self.n, self.m
         qx, qy, qs = q[0::3], q[1::3], q[2::3]
         cross = (qs - qx - qy) / 2.0
-        return (
-            qx / (n * n - np.array(self.sq_x))
-            + qy / (m * m - np.array(self.sq_y))
-            - 2.0 * cross / (n * m)
-        )
+        with np.errstate(invalid="ignore", divide="ignore"):  # one distinct row: NaN, dropped
+            xx, yy = qx / (n * n - np.array(self.sq_x)), qy / (m * m - np.array(self.sq_y))
+        return xx + yy - 2.0 * cross / (n * m)
 
 
 MIN_COLUMNS = 64

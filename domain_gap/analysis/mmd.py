@@ -336,7 +336,9 @@ def _unbiased_from_counts(
     syy = np.einsum("bi,bi->b", cy @ k_yy, cy)
     sxy = np.einsum("bi,bi->b", cx @ k_xy, cy)
     n, m = cx.sum(1), cy.sum(1)
-    return sxx / (n * n - (cx * cx).sum(1)) + syy / (m * m - (cy * cy).sum(1)) - 2.0 * sxy / (n * m)
+    with np.errstate(invalid="ignore", divide="ignore"):  # one distinct row: no pair, NaN
+        xx, yy = sxx / (n * n - (cx * cx).sum(1)), syy / (m * m - (cy * cy).sum(1))
+    return xx + yy - 2.0 * sxy / (n * m)
 
 
 def paired_mmd_delta(

@@ -27,7 +27,8 @@ import numpy as np
 
 from domain_gap.analysis.c2st import c2st
 from domain_gap.analysis.frechet import frechet_from_moments
-from domain_gap.analysis.results import C2STResult, FrechetResult, SubsampleInfo
+from domain_gap.analysis.results import C2STResult, DomainStats, FrechetResult, SubsampleInfo
+from domain_gap.analysis.stats_utils import fnum
 
 __all__ = [
     "SUBSAMPLE_METHOD",
@@ -35,6 +36,7 @@ __all__ = [
     "Range",
     "StreamHistogram",
     "Subsample",
+    "Totals",
     "frechet_streamed",
     "hash_keys",
     "stream_moments",
@@ -191,6 +193,69 @@ class StreamHistogram:
     @property
     def n(self) -> int:
         return int(self.counts.sum()) + self.below + self.above + self.nan
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Running sums of the per-image quality of one domain (loss, mIoU, pixel accuracy over
+    the finite values, as the in-memory means; confusion matrices of the labelled images)."""
+
+    n: int = 0
+    n_labelled: int = 0
+    loss: tuple[float, int] = (0.0, 0)
+    miou: tuple[float, int] = (0.0, 0)
+    pixel_acc: tuple[float, int] = (0.0, 0)
+    confusion: np.ndarray | None = None
+
+    def update(
+        self,
+        loss: np.ndarray,
+        miou: np.ndarray,
+        pixel_acc: np.ndarray,
+        confusion: np.ndarray,
+        labelled: np.ndarray,
+    ) -> Totals:
+        """Add one chunk's rows (row-aligned arrays; ``confusion`` is (n, C, C))."""
+        lab = np.asarray(labelled, dtype=bool)
+        cm = np.asarray(confusion, dtype=np.int64)[lab].sum(0)
+        return Totals(
+            self.n + len(lab),
+            self.n_labelled + int(lab.sum()),
+            _add(self.loss, loss),
+            _add(self.miou, miou),
+            _add(self.pixel_acc, pixel_acc),
+            cm if self.confusion is None else self.confusion + cm,
+        )
+
+    def stats(self, subset: str, class_names: tuple[str, ...]) -> DomainStats:
+        """The domain's :class:`DomainStats` over every image seen (no median: not streamed)."""
+        from domain_gap.metrics import dataset_iou
+
+        if self.n_labelled and self.confusion is not None:
+            iou, miou = dataset_iou(self.confusion)
+        else:
+            iou, miou = np.full(len(class_names), np.nan), None
+        return DomainStats(
+            n=self.n,
+            n_labelled=self.n_labelled,
+            subset=subset,
+            loss_mean=_mean(self.loss),
+            loss_median=None,
+            miou_dataset=miou,
+            miou_mean=_mean(self.miou),
+            pixel_acc_mean=_mean(self.pixel_acc),
+            class_iou_dataset={c: fnum(v) for c, v in zip(class_names, iou, strict=True)},
+        )
+
+
+def _add(acc: tuple[float, int], values: np.ndarray) -> tuple[float, int]:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return acc[0] + float(v.sum()), acc[1] + int(v.size)
+
+
+def _mean(acc: tuple[float, int]) -> float | None:
+    return acc[0] / acc[1] if acc[1] else None
 
 
 def hash_keys(sample_ids: Iterable[str], seed: int) -> np.ndarray:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = "2.0.0"
+SCHEMA_VERSION = "2.1.0"
 """Version of summary.json's layout; bump the major part when a field is removed or renamed."""
 
 PER_SAMPLE = {"per_sample": True}
@@ -694,6 +694,19 @@ class Drop:
     miou_dataset_drop: float | None
     miou_mean_drop: float | None
 
+    @classmethod
+    def between(cls, src: DomainStats, tgt: DomainStats) -> Drop:
+        """Target minus source loss, source minus target mIoU (None where either is)."""
+
+        def diff(a: float | None, b: float | None) -> float | None:
+            return None if a is None or b is None else float(a) - float(b)
+
+        return cls(
+            loss_increase=diff(tgt.loss_mean, src.loss_mean),
+            miou_dataset_drop=diff(src.miou_dataset, tgt.miou_dataset),
+            miou_mean_drop=diff(src.miou_mean, tgt.miou_mean),
+        )
+
 
 @dataclass(frozen=True)
 class Bandwidth:
@@ -814,6 +827,8 @@ class Summary:
     """The domain x domain matrix of MMD² and C2ST AUC, with three or more domains."""
     frames: dict[str, dict[str, int]] = field(default_factory=dict)
     """Frames indexed per domain and subset (train / val / unlabeled; after max_samples)."""
+    fleet: FleetScale | None = None
+    """Set when a domain had more frames than ``analysis.subsample`` (see FleetScale)."""
     run_id: str = ""
     """Hash of what determines this result (settings, data as measured, model, code and schema
     version); samples.csv and report.html repeat it, so files of different runs are told apart."""
@@ -939,6 +954,24 @@ class Heatmaps:
     min_area: float
     n_images: dict[str, int]
     comparisons: dict[str, HeatmapComparison]
+
+
+@dataclass(frozen=True)
+class FleetScale:
+    """``analyze`` above ``analysis.subsample`` frames in a domain: every other section of the
+    report ran on the seeded subsample stated here; these figures are over every frame,
+    streamed from the cache in memory independent of the number of frames."""
+
+    subsample: dict[str, SubsampleInfo]
+    """Per domain: the frames of its analysed subset and the subsample the sections used."""
+    domains: dict[str, DomainStats]
+    """Per domain, over every frame (``loss_median`` is None: medians are not streamed)."""
+    drop: dict[str, Drop]
+    """Per target, over every frame."""
+    frechet: dict[str, FrechetResult]
+    """Per target: source vs target FD from streamed moments of every frame."""
+    histograms: dict[str, tuple[FieldHistogram, ...]]
+    """Per target: each numeric metadata field, source vs target counts over every frame."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ trainIds; ``prepare`` gives it at the model's input size under the configured re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import copy
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,6 +153,13 @@ class DomainDataset:
             for r in self.records
             if (domain is None or r.domain == domain) and (subset is None or r.subset == subset)
         ]
+
+    def without(self, sample_ids: Collection[str]) -> DomainDataset:
+        """The same dataset (storages, user tables) with the frames ``sample_ids`` left out."""
+        drop = set(sample_ids)
+        view = copy.copy(self)
+        view.records = tuple(r for r in self.records if r.sample_id not in drop)
+        return view
 
     def counts(self) -> dict[str, dict[str, int]]:
         """``{domain: {subset: number of frames}}``."""
