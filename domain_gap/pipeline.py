@@ -29,6 +29,7 @@ from domain_gap.analysis.concepts import (
     Concepts,
     class_conditional_gap,
     cluster_table,
+    fit_concepts,
 )
 from domain_gap.analysis.drift import (
     drift_fields,
@@ -45,12 +46,10 @@ from domain_gap.analysis.extract import (
     load_predictions,
     read_model_card,
 )
-from domain_gap.analysis.fleet import concepts_on_subsample
 from domain_gap.analysis.frechet import common_fd_dims
 from domain_gap.analysis.latent import latent_gap
 from domain_gap.analysis.mitigate import choose_fit_records, extract_mitigated, fit_mitigation
 from domain_gap.analysis.mmd import median_bandwidth
-from domain_gap.analysis.moments import subsample_rows
 from domain_gap.analysis.pairwise import pairwise_gaps
 from domain_gap.analysis.projection import cached_projection
 from domain_gap.analysis.results import (
@@ -70,7 +69,6 @@ from domain_gap.analysis.results import (
     ModelInfo,
     PairwiseGaps,
     Projection,
-    SubsampleInfo,
     Summary,
     UserMetadataInfo,
     WhatIf,
@@ -316,20 +314,7 @@ def _latent_gap(
         probs_target=t.prob_mean,
         class_names=CLASS_NAMES,
         mmd=a.mmd,
-        c2st_subsample=_c2st_rows(config, s, t),
     )
-
-
-def _c2st_rows(
-    config: Config, s: Features, t: Features
-) -> tuple[tuple[np.ndarray, np.ndarray], SubsampleInfo] | None:
-    """The C2ST's seeded per-domain subsample when a side has more than analysis.subsample."""
-    ids = np.concatenate([s.sample_ids, t.sample_ids])
-    sides = np.array(["s"] * len(s) + ["t"] * len(t))
-    index, info = subsample_rows(ids, sides, config.analysis.subsample, config.seed)
-    if index is None or info is None:
-        return None
-    return (index[index < len(s)], index[index >= len(s)] - len(s)), info
 
 
 def _class_gap(config: Config, s: Features, t: Features) -> tuple[ClassGap, ...]:
@@ -512,10 +497,7 @@ def analyse(
             feats.embeddings, projections, config.analysis.projection, config.seed
         )
         k = min(config.analysis.clusters, len(feats))
-        a_sub = config.analysis.subsample  # above it per domain, k-means fits a subsample
-        concepts, cluster_sub = concepts_on_subsample(
-            feats.embeddings, feats.sample_ids, feats.domains, k, a_sub, config.seed
-        )
+        concepts = fit_concepts(feats.embeddings, k, seed=config.seed)
         labels, centers = concepts.labels, concepts.centers
 
     comparisons = {
@@ -541,7 +523,6 @@ def analyse(
             k=int(k),
             method="k-means on standardised, PCA-reduced image embeddings (all domains)",
             tables={t: c.clusters for t, c in comparisons.items()},
-            subsample=cluster_sub,
         ),
         per_class={t: c.per_class for t, c in comparisons.items()},
         metadata_drift={t: c.metadata_drift for t, c in comparisons.items()},

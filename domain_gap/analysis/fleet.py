@@ -17,11 +17,10 @@ seed and method (:class:`~domain_gap.analysis.results.SubsampleInfo`).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
-from domain_gap.analysis.concepts import Concepts, fit_concepts
 from domain_gap.analysis.drift import metadata_drift
 from domain_gap.analysis.latent import latent_gap
 from domain_gap.analysis.moments import (
@@ -31,7 +30,6 @@ from domain_gap.analysis.moments import (
     Subsample,
     Totals,
     frechet_streamed,
-    subsample_rows,
 )
 from domain_gap.analysis.results import (
     Drop,
@@ -47,7 +45,6 @@ __all__ = [
     "Chunk",
     "Quality",
     "Stream",
-    "concepts_on_subsample",
     "fleet_gap",
     "fleet_gap_for",
     "fleet_scale",
@@ -272,19 +269,3 @@ def fleet_scale(
         frechet=frechet,
         histograms=histograms,
     )
-
-
-def concepts_on_subsample(
-    x: np.ndarray, sample_ids: np.ndarray, domains: np.ndarray, k: int, size: int, seed: int
-) -> tuple[Concepts, SubsampleInfo | None]:
-    """k-means concepts fitted on at most ``size`` images per domain (a seeded bottom-k
-    subsample, stated), every image then assigned; all images when no domain has more."""
-    index, info = subsample_rows(sample_ids, domains, size, seed)
-    if index is None or len(index) < k:
-        return fit_concepts(x, k, seed=seed), None
-    fitted = fit_concepts(x[index], k, seed=seed)
-    labels = fitted.assign(x)
-    centers = np.stack(
-        [x[labels == c].mean(0) if np.any(labels == c) else np.zeros(x.shape[1]) for c in range(k)]
-    )
-    return replace(fitted, labels=labels, centers=centers), info

@@ -19,8 +19,7 @@ from domain_gap.analysis.frechet import frechet_test, frechet_with_ci
 from domain_gap.analysis.kid import kid, kid_gap_test
 from domain_gap.analysis.mmd import Scale, mmd_gap_test, mmd_test
 from domain_gap.analysis.mmd_linear import DEFAULT_FEATURES, rff_mmd_test
-from domain_gap.analysis.moments import subsampled_c2st
-from domain_gap.analysis.results import LatentGap, SubsampleInfo, Verdict
+from domain_gap.analysis.results import LatentGap, Verdict
 from domain_gap.analysis.stats_utils import as_matrix, check_same_dim
 
 __all__ = [
@@ -78,7 +77,6 @@ def latent_gap(
     scale: Scale | None = None,
     mmd: MMDChoice = "auto",
     mmd_features: int = DEFAULT_FEATURES,
-    c2st_subsample: tuple[tuple[np.ndarray, np.ndarray], SubsampleInfo] | None = None,
 ) -> LatentGap:
     """The whole ``latent_gap`` section: FD, MMD² test, KID, C2ST, each with an interval.
 
@@ -92,8 +90,6 @@ def latent_gap(
     result states its own interval method (``ci_method``). ``mmd`` picks the MMD test
     (:func:`choose_mmd`: exact up to :data:`EXACT_MAX_POOLED` pooled samples, else
     ``mmd_features`` random Fourier features); ``result.mmd.method`` records which ran.
-    ``c2st_subsample`` ((source rows, target rows), what they are) runs the C2ST on those
-    rows only (:func:`~domain_gap.analysis.moments.subsampled_c2st`).
     """
     xs = as_matrix(x, "x (source embeddings)")
     ys = as_matrix(y, "y (target embeddings)")
@@ -123,10 +119,7 @@ def latent_gap(
         alpha=alpha,
         memory_budget_mb=memory_budget_mb,
     )
-    if c2st_subsample is None:
-        c2 = c2st(xs, ys, seed=seed, alpha=alpha)
-    else:  # a stated seeded subsample (analysis.subsample), probabilities NaN off it
-        c2 = subsampled_c2st(xs, ys, *c2st_subsample, seed=seed, alpha=alpha)
+    c2 = c2st(xs, ys, seed=seed, alpha=alpha)
     shift = None
     if probs_source is not None and probs_target is not None:
         shift = bbsd(probs_source, probs_target, alpha=alpha, class_names=class_names)

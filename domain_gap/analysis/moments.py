@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
-from domain_gap.analysis.c2st import c2st
 from domain_gap.analysis.frechet import frechet_from_moments
-from domain_gap.analysis.results import C2STResult, DomainStats, FrechetResult, SubsampleInfo
+from domain_gap.analysis.results import DomainStats, FrechetResult, SubsampleInfo
 from domain_gap.analysis.stats_utils import fnum
 
 __all__ = [
@@ -40,8 +39,6 @@ __all__ = [
     "frechet_streamed",
     "hash_keys",
     "stream_moments",
-    "subsample_rows",
-    "subsampled_c2st",
 ]
 
 SUBSAMPLE_METHOD = "bottom-k of sha256(seed, sample id): uniform, seeded, order-free"
@@ -321,50 +318,3 @@ class Subsample:
             seed=self.seed,
             method=SUBSAMPLE_METHOD,
         )
-
-
-def subsample_rows(
-    sample_ids: np.ndarray, domains: np.ndarray, size: int, seed: int
-) -> tuple[np.ndarray | None, SubsampleInfo | None]:
-    """Row indices of a per-domain bottom-k subsample of ``size`` rows (every row of a domain
-    that has no more), sorted, and what it states; (None, None) when no domain has more."""
-    domains = np.asarray(domains).astype(str)
-    names = list(dict.fromkeys(domains.tolist()))
-    if all(int((domains == d).sum()) <= size for d in names):
-        return None, None
-    keys = hash_keys([str(s) for s in sample_ids], seed)
-    keep = []
-    for d in names:
-        rows = np.flatnonzero(domains == d)
-        keep.append(rows[np.argsort(keys[rows], kind="stable")[:size]])
-    index = np.sort(np.concatenate(keep))
-    info = SubsampleInfo(
-        n_total=len(domains), n_used=len(index), seed=seed, method=SUBSAMPLE_METHOD
-    )
-    return index, info
-
-
-def subsampled_c2st(
-    x: np.ndarray,
-    y: np.ndarray,
-    rows: tuple[np.ndarray, np.ndarray],
-    info: SubsampleInfo,
-    *,
-    seed: int = 0,
-    alpha: float = 0.05,
-) -> C2STResult:
-    """The C2ST on rows ``rows`` of ``x`` and ``y`` only, reported against the whole samples:
-    out-of-fold probabilities at their rows (NaN elsewhere), example indices mapped back, and
-    ``subsample`` stating what ran."""
-    ri, rj = (np.asarray(r, dtype=np.int64) for r in rows)
-    res = c2st(x[ri], y[rj], seed=seed, alpha=alpha)
-    probs = np.full(len(x) + len(y), np.nan)
-    sub = np.asarray(res.probs, dtype=np.float64)
-    probs[ri], probs[len(x) + rj] = sub[: len(ri)], sub[len(ri) :]
-    return replace(
-        res,
-        probs=tuple(probs.tolist()),
-        most_target_like_source=tuple(int(ri[i]) for i in res.most_target_like_source),
-        most_source_like_target=tuple(int(rj[i]) for i in res.most_source_like_target),
-        subsample=info,
-    )

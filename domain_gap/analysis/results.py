@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = "2.1.0"
+SCHEMA_VERSION = "3.0.0"
 """Version of summary.json's layout; bump the major part when a field is removed or renamed."""
 
 PER_SAMPLE = {"per_sample": True}
@@ -165,8 +165,6 @@ class C2STResult:
     most_target_like_source: tuple[int, ...] = per_sample()
     """Row indices into the source of its most target-like samples, most extreme first."""
     most_source_like_target: tuple[int, ...] = per_sample()
-    subsample: SubsampleInfo | None = None
-    """Set when the classifier ran on a seeded subsample (``probs`` is NaN off it)."""
 
 
 @dataclass(frozen=True)
@@ -297,8 +295,6 @@ class Clusters:
     k: int
     method: str
     tables: dict[str, tuple[ClusterRow, ...]]
-    subsample: SubsampleInfo | None = None
-    """Set when k-means was fitted on a seeded subsample (every image is then assigned)."""
 
 
 # --------------------------------------------------------------------------- metadata drift
