@@ -156,3 +156,73 @@ def test_bench_scale_child_smoke() -> None:
     row = child(300, 100, 19)
     assert row["n_per_domain"] == 300 and row["subsample_used"] == 100
     assert row["peak_mib"] >= row["peak_before_mib"] > 0 and row["mmd_method"].startswith("exact")
+
+
+def _quality_stream(n: int, shift: float, seed: int, labelled_every: int = 1, chunk: int = 97):
+    """Chunks with per-image quality (confusion matrices; every k-th image labelled)."""
+    from domain_gap.analysis.fleet import Quality
+    from domain_gap.metrics import pixel_accuracy, sample_miou
+
+    def make():
+        for start in range(0, n, chunk):
+            rng = np.random.default_rng([seed, start])
+            m = min(chunk, n - start)
+            cm = rng.integers(0, 20, (m, 4, 4)) + np.eye(4, dtype=np.int64) * 60
+            lab = (np.arange(start, start + m) % labelled_every) == 0
+            loss = np.where(lab, rng.gamma(2.0, 0.2 + shift, m), np.nan)
+            miou = np.where(lab, sample_miou(cm), np.nan)
+            acc = np.where(lab, pixel_accuracy(cm), np.nan)
+            ids = np.array([f"d{seed}/{i}" for i in range(start, start + m)])
+            meta = {"brightness": rng.normal(100 + 20 * shift, 5, m), "sky": rng.uniform(0, 1, m)}
+            emb = rng.normal(shift, 1.0, (m, 6))
+            yield Chunk(ids, emb, meta, Quality(loss, miou, acc, cm, lab))
+
+    return make
+
+
+def test_fleet_scale_equals_the_in_memory_statistics_for_every_target() -> None:
+    from domain_gap.analysis.fleet import fleet_scale
+    from domain_gap.analysis.results import SubsampleInfo
+    from domain_gap.metrics import dataset_iou
+
+    streams = {
+        "src": _quality_stream(700, 0.0, 1),
+        "a": _quality_stream(500, 0.5, 2, labelled_every=2),
+        "b": _quality_stream(300, 1.0, 3),
+    }
+    info = {d: SubsampleInfo(1, 1, 0, "stated as given") for d in streams}
+    res = fleet_scale(streams, "src", info, dict.fromkeys(streams, "val"), ("w", "x", "y", "z"))
+    assert set(res.frechet) == set(res.drop) == set(res.histograms) == {"a", "b"}
+    assert res.subsample == info
+    whole = {d: list(s()) for d, s in streams.items()}
+
+    def cat(d: str, get):
+        return np.concatenate([get(c) for c in whole[d]])
+
+    for d in streams:
+        st = res.domains[d]
+        lab = cat(d, lambda c: c.quality.labelled)
+        cm = cat(d, lambda c: c.quality.confusion)[lab]
+        iou, miou = dataset_iou(cm)
+        assert (st.n, st.n_labelled, st.subset) == (len(lab), int(lab.sum()), "val")
+        assert st.miou_dataset == pytest.approx(miou, rel=1e-12)
+        assert st.loss_mean == pytest.approx(np.nanmean(cat(d, lambda c: c.quality.loss)))
+        assert st.miou_mean == pytest.approx(np.nanmean(cat(d, lambda c: c.quality.miou)))
+        assert list(st.class_iou_dataset.values()) == pytest.approx(iou.tolist())
+        assert st.loss_median is None
+    x = cat("src", lambda c: c.embeddings)
+    for t in ("a", "b"):
+        want = frechet_distance(x, cat(t, lambda c: c.embeddings))
+        assert res.frechet[t].value == pytest.approx(want.value, rel=1e-8)
+        assert res.drop[t].loss_increase == pytest.approx(
+            res.domains[t].loss_mean - res.domains["src"].loss_mean
+        )
+    # one set of edges per field, shared by every domain, counting every frame
+    for name in ("brightness", "sky"):
+        ha = next(h for h in res.histograms["a"] if h.name == name)
+        hb = next(h for h in res.histograms["b"] if h.name == name)
+        assert ha.edges == hb.edges and ha.source == hb.source
+        allv = np.concatenate([cat(d, lambda c, k=name: c.metadata[k]) for d in streams])
+        assert ha.edges[0] == allv.min() and ha.edges[-1] == allv.max()
+        want_b, _ = np.histogram(cat("b", lambda c, k=name: c.metadata[k]), np.array(hb.edges))
+        assert list(want_b) == list(hb.target) and sum(ha.source) == 700
