@@ -7,7 +7,7 @@ streamed pass and the report). ``run_analysis`` then runs in a fresh process wit
 (``VmHWM``) is read before and after.
 
 Goal: the peak is independent of N beyond the subsample (only the frame index, about
-0.5 kB a frame, grows with N): the largest size's peak within 10% of the smallest's.
+1 kB a frame, grows with N): the largest size's peak within 10% of the smallest's.
 
     python benchmarks/bench_fleet_analyze.py [--scales 10 100] [--subsample 200]
 """
