@@ -344,7 +344,10 @@ def test_rerun_reuses_cache_and_interruption_resumes(
     with pytest.warns(UserWarning, match="corrupt cache shard"):
         third = extract_domain(config, dataset, "kitti", "val", runner=fix, progress=False)
     assert fix.samples == 1
-    np.testing.assert_array_equal(third.embeddings, first.embeddings)
+    # recomputed in a batch of one, not two: the CPU's float32 kernels may round differently
+    # by batch size (seen with AVX-512), so to float32 precision, not bit for bit
+    np.testing.assert_allclose(third.embeddings, first.embeddings, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(third.sample_ids, first.sample_ids)
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.name.endswith(".tmp")]
 
 
