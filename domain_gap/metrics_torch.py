@@ -70,25 +70,35 @@ def summarize_pixels(
     b, c, h, w = x.shape
     if c > IGNORE_INDEX:
         raise ValueError(f"logits: at most {IGNORE_INDEX} classes fit uint8, got {c}")
-    y = torch.as_tensor(labels, device=x.device).long()
+    raw = torch.as_tensor(labels, device=x.device)
     v = torch.as_tensor(valid, device=x.device).bool()
-    if y.shape != (b, h, w) or v.shape != (b, h, w):
+    if raw.shape != (b, h, w) or v.shape != (b, h, w):
         raise ValueError(
-            f"labels {tuple(y.shape)} and valid {tuple(v.shape)}: expected {(b, h, w)} "
+            f"labels {tuple(raw.shape)} and valid {tuple(v.shape)}: expected {(b, h, w)} "
             f"to match logits {tuple(x.shape)}"
         )
-    labelled = y != IGNORE_INDEX
-    if bool(((y >= c) & labelled).any()) or bool((y < 0).any()):
+    # checked on the labels as given (uint8: one byte a pixel, and never negative)
+    if bool(((raw >= c) & (raw != IGNORE_INDEX)).any()) or (
+        raw.dtype != torch.uint8 and bool((raw < 0).any())
+    ):
         raise ValueError(f"labels: expected trainIds in 0..{c - 1} or void ({IGNORE_INDEX})")
+    n_valid = v.sum(dim=(1, 2))
+    y = raw.long()
+    labelled = y != IGNORE_INDEX
 
+    # Only the rows holding a valid or labelled pixel take part (letterbox padding is bands of
+    # rows that add nothing but the padding count, which comes from ``n_valid``).
+    r0, r1 = _rows_used(v | labelled)
+    if (r0, r1) != (0, h):
+        y, v, labelled = y[:, r0:r1], v[:, r0:r1], labelled[:, r0:r1]
     # (B, H, W, C): a view of the model's channels-last logits, classes innermost
-    xl = x.permute(0, 2, 3, 1)
-    if not xl.is_contiguous():
+    xl = x.permute(0, 2, 3, 1)[:, r0:r1]
+    if xl.stride(-1) != 1 or xl[0].stride(0) != w * c:
         xl = xl.contiguous()
     top, pred = xl.max(dim=-1)  # first maximum on ties, as numpy's argmax
     picked = xl.gather(-1, torch.where(labelled, y, 0)[..., None])[..., 0]
     e = torch.sub(xl, top[..., None], out=_scratch(xl)).exp_()
-    total = e.sum(dim=-1)  # (B, H, W); softmax = e / total, confidence = 1 / total
+    total = e.sum(dim=-1)  # softmax = e / total
     log_total = torch.log(total)
     lse = top + log_total
     ce = torch.where(labelled, lse - picked, 0.0).double().sum(dim=(1, 2))
@@ -96,29 +106,50 @@ def summarize_pixels(
     loss = torch.where(n_lab > 0, ce / n_lab.clamp(min=1), 0.0)
 
     weight = v / total  # valid pixels weighted by 1 / Σexp: Σ_pixels softmax in one product
-    n_valid = v.sum(dim=(1, 2)).clamp(min=1)
+    n_div = n_valid.clamp(min=1)
     # one image row per product (float32 over <= W pixels), the rows summed in float64:
     # within ~1e-7 of a float64 sum, where one float32 sum over H x W pixels was off by 6e-5
     rows = torch.matmul(weight[:, :, None, :], e)[:, :, 0]  # (B, H, C)
-    prob_mean = rows.sum(dim=1, dtype=torch.float64) / n_valid[:, None]
-    # entropy = log Σe - Σ e (x - top) / Σe; Σ e·x in one einsum, no second exp
-    ex = torch.einsum("bhwc,bhwc->bhw", e, xl)
+    prob_mean = rows.sum(dim=1, dtype=torch.float64) / n_div[:, None]
+    # entropy = log Σe - Σ e (x - top) / Σe; Σ e·x one dot per pixel (batched), no second exp
+    ex = torch.stack(
+        [torch.bmm(e[i].view(-1, 1, c), xl[i].reshape(-1, c, 1)).view(e.shape[1:-1])
+         for i in range(b)]
+    )
     del e
     entropy = log_total - (ex / total - top)
-    entropy = torch.where(v, entropy.clamp(min=0.0), 0.0).double().sum(dim=(1, 2)) / n_valid
-    max_prob = weight.double().sum(dim=(1, 2)) / n_valid
+    entropy = torch.where(v, entropy.clamp(min=0.0), 0.0).double().sum(dim=(1, 2)) / n_div
+    max_prob = weight.double().sum(dim=(1, 2)) / n_div
 
-    shown = torch.where(v, pred, IGNORE_INDEX)
+    confusion, pred_frac, calibration = _tallies(
+        pred, y, labelled, v, 1.0 / total, n_valid, c, n_bins, h * w
+    )
+    small = torch.full(
+        (b, -(-h // stride), -(-w // stride)), IGNORE_INDEX, dtype=torch.uint8, device=x.device
+    )
+    first = -(-r0 // stride)  # the first kept row (a multiple of stride) inside the used rows
+    shown = torch.where(v[:, first * stride - r0 :: stride, ::stride],
+                        pred[:, first * stride - r0 :: stride, ::stride], IGNORE_INDEX)
+    small[:, first : first + shown.shape[1]] = shown.to(torch.uint8)
     return PixelSummary(
         loss=loss.cpu().numpy(),
-        confusion=_confusion(pred, y, labelled, c).cpu().numpy(),
+        confusion=confusion.cpu().numpy(),
         prob_mean=prob_mean.cpu().numpy(),
-        pred_frac=_fractions(shown, c).cpu().numpy(),
-        calibration=_calibration(1.0 / total, pred == y, labelled & v, n_bins).cpu().numpy(),
-        pred_small=shown[:, ::stride, ::stride].to(torch.uint8).cpu().numpy(),
+        pred_frac=pred_frac.cpu().numpy(),
+        calibration=calibration.cpu().numpy(),
+        pred_small=small.cpu().numpy(),
         entropy=entropy.cpu().numpy(),
         max_prob=max_prob.cpu().numpy(),
     )
+
+
+def _rows_used(used: torch.Tensor) -> tuple[int, int]:
+    """The first and one-past-the-last row of (B, H, W) ``used`` with a True in any image
+    ((0, 0) when none is)."""
+    rows = torch.nonzero(used.any(dim=2).any(dim=0))
+    if rows.numel() == 0:
+        return 0, 0
+    return int(rows[0, 0]), int(rows[-1, 0]) + 1
 
 
 _local = threading.local()
@@ -152,43 +183,54 @@ def _scratch(like: torch.Tensor) -> torch.Tensor:
     return buffers[key]
 
 
-def _confusion(pred: torch.Tensor, y: torch.Tensor, labelled: torch.Tensor, c: int) -> torch.Tensor:
-    b = y.shape[0]
-    size = b * c * c
-    batch = torch.arange(b, device=y.device)[:, None, None]
-    flat = y * c  # in place from here: no further full-size temporaries
-    flat += pred
-    flat += batch * (c * c)
-    flat.masked_fill_(~labelled, size)  # void → a spare bin
-    return torch.bincount(flat.reshape(-1), minlength=size + 1)[:size].reshape(b, c, c).long()
+def _tallies(
+    pred: torch.Tensor,
+    y: torch.Tensor,
+    labelled: torch.Tensor,
+    v: torch.Tensor,
+    conf: torch.Tensor,
+    n_valid: torch.Tensor,
+    c: int,
+    n_bins: int,
+    pixels: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Confusion matrices, predicted-class fractions and calibration counts from one count of
+    (image, ground truth or void, prediction, valid, confidence bin) over the pixels, plus
+    one sum of the confidences over the same cells (two bincounts where five were).
 
-
-def _fractions(shown: torch.Tensor, c: int) -> torch.Tensor:
-    b = shown.shape[0]
-    idx = shown.masked_fill(shown == IGNORE_INDEX, c).reshape(b, -1)
-    idx += torch.arange(b, device=shown.device)[:, None] * (c + 1)
-    counts = torch.bincount(idx.reshape(-1), minlength=b * (c + 1)).reshape(b, c + 1)
-    return counts.double() / max(shown[0].numel(), 1)
-
-
-def _calibration(
-    conf: torch.Tensor, correct: torch.Tensor, mask: torch.Tensor, n_bins: int
-) -> torch.Tensor:
-    """Equal-width confidence bins, bin k holding k/n <= conf < (k+1)/n (last one closed)."""
+    The confusion counts labelled pixels (rows = ground truth); the fractions are shares of
+    all ``pixels`` with padding in the last column; calibration bin k holds the labelled valid
+    pixels with k/n <= conf < (k+1)/n (the last bin closed): (pixels, Σ confidence, correct).
+    """
     if int(n_bins) != n_bins or n_bins < 1:
         raise ValueError(f"n_bins: expected an integer >= 1, got {n_bins}")
-    b = conf.shape[0]
+    b = pred.shape[0]
     edges = torch.linspace(0.0, 1.0, n_bins + 1, dtype=torch.float64, device=conf.device)
     conf = conf.clamp(0.0, 1.0)
     inner = edges[1:-1].to(conf.dtype)
-    idx = torch.bucketize(conf, inner, right=True).clamp_(0, n_bins - 1)
-    size = b * n_bins
-    idx += torch.arange(b, device=conf.device)[:, None, None] * n_bins
-    flat = idx.masked_fill_(~mask, size).reshape(-1)  # unused → a spare bin
+    k = torch.where(labelled, y, c)  # ground truth, void = c
+    k *= c
+    k += pred
+    k *= 2
+    k += v
+    k *= n_bins
+    k += torch.bucketize(conf, inner, right=True).clamp_(0, n_bins - 1)
+    cells = (c + 1) * c * 2 * n_bins
+    k += torch.arange(b, device=k.device)[:, None, None] * cells
+    flat = k.reshape(-1)
+    shape = (b, c + 1, c, 2, n_bins)
+    counts = torch.bincount(flat, minlength=b * cells).reshape(shape)
+    sums = torch.bincount(flat, weights=conf.reshape(-1).double(), minlength=b * cells)
+    sums = sums.reshape(shape)
 
-    def tally(weights: torch.Tensor | None) -> torch.Tensor:
-        w = None if weights is None else weights.reshape(-1).double()
-        return torch.bincount(flat, weights=w, minlength=size + 1)[:size].double()
-
-    stacked = torch.stack([tally(None), tally(conf), tally(correct)], dim=-1)
-    return stacked.reshape(b, n_bins, 3)
+    confusion = counts[:, :c].sum(dim=(3, 4))
+    shown = counts[:, :, :, 1].sum(dim=(1, 3))  # (B, C): valid pixels by prediction
+    pad = (pixels - n_valid).to(shown.dtype)[:, None]
+    pred_frac = torch.cat([shown, pad], dim=1).double() / max(pixels, 1)
+    cal = counts[:, :c, :, 1]  # (B, C, C, bins): labelled valid pixels
+    correct = torch.diagonal(cal, dim1=1, dim2=2).sum(dim=-1)  # (B, bins)
+    calibration = torch.stack(
+        [cal.sum(dim=(1, 2)).double(), sums[:, :c, :, 1].sum(dim=(1, 2)), correct.double()],
+        dim=-1,
+    )
+    return confusion.long(), pred_frac, calibration
