@@ -130,7 +130,7 @@ def main() -> None:
             ]
             del outs
             recs = timed("records", lambda bs=batches: [ex.batch_records(b) for b in bs])
-            timed("metadata", lambda: [ex._metadata(p) for ps in prepared for p in ps])
+            timed("metadata", lambda: [ex._metadata(ps) for ps in prepared])
             cache = FeatureCache.for_config(demo_config(Path(tmp) / f"save{k}"))
 
             def t_save(bs=batches, rs=recs, cache=cache):

@@ -30,7 +30,7 @@ from domain_gap.atomic import write_atomic
 from domain_gap.config import Config
 from domain_gap.encoders import normalize_image
 from domain_gap.labels import IGNORE_INDEX
-from domain_gap.metadata import compute_metadata
+from domain_gap.metadata import compute_metadata_batch
 from domain_gap.metrics import per_class_iou, pixel_accuracy, sample_miou
 
 if TYPE_CHECKING:
@@ -388,6 +388,7 @@ def batch_records(batch: Forwarded) -> list[dict[str, np.ndarray]]:
     class_iou = per_class_iou(cm)
     miou = sample_miou(cm)
     acc = pixel_accuracy(cm)
+    metadata = _metadata(batch.prepared, batch.valid)
     return [
         {
             "embedding": np.asarray(out["embedding"][i], dtype=np.float32),
@@ -405,24 +406,31 @@ def batch_records(batch: Forwarded) -> list[dict[str, np.ndarray]]:
             "calibration": px.calibration[i],
             "entropy": np.asarray(px.entropy[i], dtype=np.float64),
             "max_prob": np.asarray(px.max_prob[i], dtype=np.float64),
-            "metadata": np.asarray(json.dumps(_jsonable(_metadata(p)), sort_keys=True)),
+            "metadata": np.asarray(json.dumps(_jsonable(metadata[i]), sort_keys=True)),
         }
-        for i, p in enumerate(batch.prepared)
+        for i in range(len(batch.prepared))
     ]
 
 
-def _metadata(p: Any) -> dict[str, Any]:
-    rec = p.record
-    return compute_metadata(
-        _as_uint8(p.image),
-        p.label,
-        p.valid,
-        domain=rec.domain,
-        group=rec.group,
-        file_name=rec.file_name,
-        orig_hw=p.orig_hw,
-        vehicle=p.vehicle,
-    )
+def _metadata(prepared: Sequence[Any], valid: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """The metadata of a batch of prepared samples, computed for the batch at once (``valid``:
+    their stacked masks, when the caller has them already)."""
+    if not prepared:
+        return []
+    images = np.stack([_as_uint8(p.image) for p in prepared])
+    if valid is None:
+        valid = np.stack([np.asarray(p.valid, dtype=bool) for p in prepared])
+    infos = [
+        {
+            "domain": p.record.domain,
+            "group": p.record.group,
+            "file_name": p.record.file_name,
+            "orig_hw": p.orig_hw,
+            "vehicle": p.vehicle,
+        }
+        for p in prepared
+    ]
+    return compute_metadata_batch(images, [p.label for p in prepared], valid, infos)
 
 
 def _transformed(sample: Any, transform: Any) -> Any:
