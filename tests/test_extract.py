@@ -199,6 +199,32 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path]:
     return model, path
 
 
+@pytest.mark.parametrize(("h", "w"), [(64, 128), (72, 120)])
+@pytest.mark.parametrize("tap", ["aspp", "low"])
+def test_torch_runner_equals_run_batch(
+    tiny_model: tuple[object, Path], h: int, w: int, tap: str
+) -> None:
+    """The runner feeds class_embeddings labels already at the tap's grid when it divides the
+    input (72 x 120 does not at stride 16): the outputs are models.run_batch's, bit for bit."""
+    import torch
+
+    from domain_gap.analysis.extract import TorchRunner
+    from models import run_batch
+
+    model, _ = tiny_model
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 3, h, w)).astype(np.float32)
+    labels = rng.integers(0, 19, size=(2, h, w)).astype(np.uint8)
+    labels[:, :5] = 255
+    got = TorchRunner(model, "cpu", tap)(x, labels)
+    ref = run_batch(model, x, "cpu", tap, labels=labels, logits_on_device=True)
+    assert torch.equal(got["logits"], ref["logits"])
+    np.testing.assert_array_equal(got["embedding"], ref["embedding"])
+    np.testing.assert_array_equal(got["class_emb"], ref["class_embedding"])
+    np.testing.assert_array_equal(got["class_counts"], ref["class_count"])
+    assert got["class_counts"].dtype == np.int64
+
+
 def _cfg(config_for: object, root: Path, ckpt: Path, cache: Path, **model: object) -> object:
     return config_for(  # type: ignore[operator]
         root,

@@ -215,15 +215,25 @@ class TorchRunner:
         the logits, layer) the same forward also gives every class's Grad-CAM (``cams``)."""
         if cam is not None:
             return self._with_cam(x, labels, *cam)
-        from models import run_batch
+        import torch
 
-        out = run_batch(self.model, x, self.device, self.tap, labels=labels, logits_on_device=True)
-        return {
-            "logits": out["logits"],
-            "embedding": out["embedding"],
-            "class_emb": out["class_embedding"],
-            "class_counts": out["class_count"],
-        }
+        from models import class_embeddings, image_embedding
+
+        # models.run_batch, except that the labels reach class_embeddings already at the tap's
+        # size when it divides the input's: every s-th pixel is exactly what its nearest-
+        # neighbour resize picks (floor(i * s)), without converting the full-size label maps.
+        self.model.eval()
+        with torch.inference_mode():
+            taps = self.model.forward_taps(torch.as_tensor(x, dtype=torch.float32).to(self.device))
+            feature = taps[self.tap]
+            small = _label_grid(labels, tuple(feature.shape[-2:]))
+            emb, counts = class_embeddings(feature, small, self.model.info.num_classes)
+            return {
+                "logits": taps["logits"],
+                "embedding": image_embedding(taps, self.tap).float().cpu().numpy(),
+                "class_emb": emb.float().cpu().numpy(),
+                "class_counts": counts.cpu().numpy().astype(np.int64),
+            }
 
     def _with_cam(self, x: np.ndarray, labels: np.ndarray, masks: Any, layer: str) -> dict:
         import torch
@@ -245,6 +255,16 @@ class TorchRunner:
                 "class_counts": counts.cpu().numpy().astype(np.int64),
                 "cams": out.cams,
             }
+
+
+def _label_grid(labels: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """(B, H, W) labels at a (h, w) feature grid by nearest neighbour when h | H and w | W
+    (every (H/h)-th row and (W/w)-th column), else unchanged (class_embeddings resizes)."""
+    y = np.asarray(labels)
+    (big_h, big_w), (h, w) = y.shape[-2:], hw
+    if h <= 0 or w <= 0 or big_h % h or big_w % w:
+        return y
+    return np.ascontiguousarray(y[:, :: big_h // h, :: big_w // w])
 
 
 def load_runner(config: Config, cache: FeatureCache | None = None) -> TorchRunner:

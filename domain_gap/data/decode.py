@@ -96,10 +96,17 @@ def decode_image(data: bytes, source: str, max_pixels: int = DEFAULT_MAX_PIXELS)
     A constant frame (all black, say) is returned with a warning naming the file."""
     _check_complete(data, source)
     check_pixels(data, source, max_pixels)
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
-    if bgr is None or bgr.size == 0:
+    # decoded straight to RGB where OpenCV can (>= 4.10): no separate BGR -> RGB pass
+    flag = getattr(cv2, "IMREAD_COLOR_RGB", None)
+    raw = cv2.imdecode(
+        np.frombuffer(data, np.uint8),
+        (cv2.IMREAD_COLOR if flag is None else flag) | cv2.IMREAD_ANYDEPTH,
+    )
+    if raw is None or raw.size == 0:
         raise DataError(f"{source}: corrupt image, OpenCV cannot decode it; expected a PNG or JPEG")
-    rgb = cv2.cvtColor(_to_uint8(bgr, source), cv2.COLOR_BGR2RGB)
+    rgb = _to_uint8(raw, source)
+    if flag is None:
+        rgb = cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB)
     if rgb.min() == rgb.max():
         warnings.warn(
             f"{source}: constant image (every pixel {int(rgb.flat[0])}); it is analysed as it is",
@@ -144,7 +151,11 @@ def check_not_train_ids(ids: np.ndarray, source: str) -> None:
     """Refuse a labelIds array that holds trainIds (the common mistake that turns the source
     mIoU into noise): every id is a trainId (0..18) or 255, and either 255 appears (no
     labelId) or most labelled pixels sit on the void ids 0..6, with no id of 19..33 at all."""
-    counts = np.bincount(np.asarray(ids, np.uint8).ravel(), minlength=256)
+    ids = np.ascontiguousarray(ids, np.uint8)
+    if ids.ndim == 2 and ids.size:  # one histogram pass, no index array (np.bincount makes one)
+        counts = np.rint(cv2.calcHist([ids], [0], None, [256], [0, 256])).astype(np.int64).ravel()
+    else:
+        counts = np.bincount(ids.ravel(), minlength=256)
     if counts.sum() == 0 or counts[TRAIN_ID_MAX + 1 : 255].any():
         return
     labelled = int(counts[:255].sum())
