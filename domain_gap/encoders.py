@@ -51,6 +51,13 @@ def normalize_image(image: np.ndarray, mean: Sequence[float], std: Sequence[floa
     m, s = _triple(mean, "mean"), _triple(std, "std")
     if (s <= 0).any():
         raise ValueError(f"std: every value must be > 0, got {s.tolist()}")
+    if img.dtype == np.uint8:  # one look-up per pixel and channel, written channels-first
+        levels = np.arange(256, dtype=np.float32)[:, None]
+        table = ((levels / np.float32(255.0) - m) / s).T  # (3, 256): the same float32 ops
+        out = np.empty((*img.shape[:-3], 3, *img.shape[-3:-1]), dtype=np.float32)
+        for c in range(3):
+            np.take(table[c], img[..., c], out=out[..., c, :, :])
+        return out
     x = (img.astype(np.float32) / np.float32(255.0) - m) / s
     return np.ascontiguousarray(np.moveaxis(x, -1, -3))
 

@@ -30,6 +30,16 @@ def test_normalize_image_matches_the_formula_channel_first() -> None:
     np.testing.assert_array_equal(img, before)
 
 
+def test_uint8_table_path_is_bitwise_the_float_formula_on_every_level() -> None:
+    """uint8 images go through a 256-entry table; float images through the arithmetic."""
+    levels = np.arange(256, dtype=np.uint8)
+    img = np.stack([np.roll(levels, k) for k in range(3)], axis=-1).reshape(16, 16, 3)
+    table = encoders.normalize_image(img, MEAN, STD)
+    formula = encoders.normalize_image(img.astype(np.float32), MEAN, STD)
+    np.testing.assert_array_equal(table, formula)
+    assert table.dtype == formula.dtype == np.float32
+
+
 def test_normalize_image_batch_equals_per_sample() -> None:
     batch = np.stack([_image(1), _image(2)])
     x = encoders.normalize_image(batch, MEAN, STD)
