@@ -7,7 +7,7 @@ task holds ``num_cpus_per_worker`` CPUs). Each figure is images/s over the whole
 actor start-up included (the first batch), and its ratio to the local pass measured in the
 same run; the load average is printed with it.
 
-    python benchmarks/bench_ray.py [--frames 48] [--actors 1 2]
+    python benchmarks/bench_ray.py [--frames 96] [--actors 1 2]
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def _config(cache: Path, frames: int, actors: int, cpus: float) -> Any:
         "concurrency": max(actors, 1),
         "num_cpus_per_worker": cpus,
     }
-    return demo_config(cache, domains=domains, execution=execution)
+    analysis = {**base.analysis.model_dump(mode="json"), "source": "kitti"}
+    return demo_config(cache, domains=domains, execution=execution, analysis=analysis)
 
 
 def _pass(config: Any) -> tuple[int, float]:
@@ -63,7 +64,7 @@ def _pass(config: Any) -> tuple[int, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=48)
+    ap.add_argument("--frames", type=int, default=96)
     ap.add_argument("--actors", type=int, nargs="+", default=[1, 2])
     args = ap.parse_args()
     import ray
