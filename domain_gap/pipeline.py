@@ -624,7 +624,7 @@ def run_analysis(
     base_runner = runner or LazyRunner(config, cache)
     whole, plan = dataset, plan_scale(config, dataset, analysed_passes(config, dataset))
     with stages.stage("extract"):
-        if plan is not None:  # fleet scale: every frame into the cache, a subsample in memory
+        if plan is not None:  # fleet scale: the other frames into the cache, a subsample in memory
             prefill_cache(config, whole, cache, plan.passes, progress)
             fill_cache(config, whole, cache, base_runner, plan, progress)
             dataset = plan.view(whole)

@@ -154,3 +154,39 @@ def test_fleet_run_cached_every_frame_and_its_summary_fits_the_schema(
     assert len([p for p in shards if "mitigated" not in p.parts]) >= kitti["val"]
     validate_summary(runs["fleet"])
     assert runs["full"]["fleet"] is None  # under the subsample size nothing is streamed
+
+
+class Counting:
+    """A runner that counts the samples it is given."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.samples = inner, 0
+
+    def __call__(self, x: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+        self.samples += len(x)
+        return self.inner(x, labels)
+
+
+def test_fill_pass_computes_only_the_frames_outside_the_subsample(
+    tiny_sample: Path, tiny_ckpt: Path, config_for: Any, tmp_path: Path
+) -> None:
+    from domain_gap.analysis.cache import FeatureCache
+    from domain_gap.analysis.extract import load_runner
+    from domain_gap.analysis.scale import fill_cache, plan_scale
+    from domain_gap.data.dataset import DomainDataset
+    from domain_gap.pipeline import analysed_passes
+
+    config = _config(config_for, tiny_sample, tiny_ckpt, tmp_path / "c", subsample=SUBSAMPLE)
+    dataset, cache = DomainDataset(config), FeatureCache.for_config(config)
+    plan = plan_scale(config, dataset, analysed_passes(config, dataset))
+    assert plan is not None and len(plan.dropped) == 7 - SUBSAMPLE  # kitti val 7 → 4
+    runner = Counting(load_runner(config, cache))
+    assert fill_cache(config, dataset, cache, runner, plan, progress=False) == len(plan.dropped)
+    assert runner.samples == len(plan.dropped)
+    assert fill_cache(config, dataset, cache, runner, plan, progress=False) == 0  # all cached
+    view = plan.view(dataset)
+    kept = {r.sample_id for r in view.select("kitti", "val")}
+    assert len(kept) == SUBSAMPLE and kept.isdisjoint(plan.dropped)
+    assert len(view.select("kitti", "train")) == len(dataset.select("kitti", "train"))
+    roomy = _config(config_for, tiny_sample, tiny_ckpt, tmp_path / "c", subsample=7)
+    assert plan_scale(roomy, dataset, analysed_passes(roomy, dataset)) is None

@@ -7,8 +7,9 @@ stops scaling. Then:
 1. :func:`plan_scale` picks each domain's seeded bottom-k subsample of sample ids
    (``moments.hash_keys``, the rule of ``moments.Subsample``: the same frames whatever the
    listing order or sharding) before anything is read;
-2. :func:`fill_cache` extracts every frame the cache lacks, a chunk at a time, keeping
-   nothing (with ``execution.executor: ray`` the cluster has filled it already);
+2. :func:`fill_cache` extracts every frame outside the subsample that the cache lacks, a chunk
+   at a time, keeping nothing (with ``execution.executor: ray`` the cluster has filled them
+   already); the subsample's frames are extracted by the usual in-memory pass;
 3. the report's sections run on the subsample as usual (``ScalePlan.view``: the dataset with
    the other analysed frames left out, so the what-if passes and heatmaps use it too);
 4. :func:`scale_section` streams every shard twice (``fleet.fleet_scale``): FD from streamed
@@ -88,15 +89,18 @@ def fill_cache(
     plan: ScalePlan,
     progress: bool = True,
 ) -> int:
-    """Extract every analysed frame the cache lacks (or holds unreadable), a chunk at a time,
-    keeping no record; returns how many were computed."""
+    """Extract every analysed frame outside the subsample that the cache lacks (or holds
+    unreadable), a chunk at a time, keeping no record; returns how many were computed. The
+    subsample's own frames are left to the in-memory pass, whose forward also makes their
+    heatmaps."""
     done = 0
     for domain, subset in plan.passes:
         source = cache_source(config, domain)
         todo = [
             r
             for r in dataset.select(domain=domain, subset=subset)
-            if cache.load(domain, r.sample_id, source, ("loss",), only=("loss",)) is None
+            if r.sample_id in plan.dropped
+            and cache.load(domain, r.sample_id, source, ("loss",), only=("loss",)) is None
         ]
         bar = tqdm(
             total=len(todo),
