@@ -42,7 +42,13 @@ def runs(
     cache = tmp_path_factory.mktemp("fleet_cache")
     fix = [{"kind": "rgb_normalize"}]
     fleet_cfg = _config(
-        config_for, tiny_sample, tiny_ckpt, cache, subsample=SUBSAMPLE, mitigations=fix
+        config_for,
+        tiny_sample,
+        tiny_ckpt,
+        cache,
+        subsample=SUBSAMPLE,
+        mitigations=fix,
+        heatmaps={"enabled": True, "min_images": 2},
     )
     full_cfg = _config(config_for, tiny_sample, tiny_ckpt, cache)
     fleet = run_analysis(fleet_cfg, tmp_path_factory.mktemp("fleet_out"), progress=False)
@@ -96,8 +102,9 @@ def test_sections_run_on_the_stated_bottom_k_subsample(runs: dict[str, Any]) -> 
     assert fleet["frames"] == full["frames"]  # the index is stated whole
     report = runs["fleet_paths"]["report"].read_text()
     assert "seeded subsample" in report and "4 of 7" in report
-    # the what-if pass re-extracted the subsample only
+    # the what-if pass re-extracted the subsample only, and the heatmaps saw it only
     assert fleet["mitigations"]["kitti"]["mitigations"][0]["deltas"]["n_images"] == SUBSAMPLE
+    assert fleet["heatmaps"]["n_images"] == {"cityscapes": 4, "kitti": SUBSAMPLE}
 
 
 @pytest.mark.slow
@@ -124,8 +131,8 @@ def _shard_metadata(cache: Path, domain: str, ids: set[str]) -> list[dict[str, A
     for path in cache.rglob(f"{domain}/*.npz"):
         if "mitigated" in path.parts:
             continue
-        with np.load(path) as npz:
-            if str(npz["sample_id"]) in ids:
+        with np.load(path) as npz:  # records only (heatmap shards have no metadata)
+            if "metadata" in npz.files and str(npz["sample_id"]) in ids:
                 out.append(json.loads(str(npz["metadata"])))
     return out
 
