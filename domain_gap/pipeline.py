@@ -636,7 +636,7 @@ def run_analysis(
     fleet = None
     if plan is not None:
         with stages.stage("every frame, streamed"):
-            fleet = _fleet_section(config, whole, cache, plan, feats)
+            fleet = _fleet_section(config, whole, cache, plan, feats, progress)
         result = replace(result, summary=replace(result.summary, fleet=fleet))
     if config.analysis.mitigations:
         result = run_what_if(config, dataset, cache, base_runner, feats, result, stages, progress)
@@ -729,13 +729,18 @@ def format_subsample(plan: ScalePlan) -> str:
 
 
 def _fleet_section(
-    config: Config, dataset: Any, cache: FeatureCache, plan: ScalePlan, feats: Features
+    config: Config,
+    dataset: Any,
+    cache: FeatureCache,
+    plan: ScalePlan,
+    feats: Features,
+    progress: bool,
 ) -> FleetScale:
     """The streamed figures of every frame; histograms of the subsample's numeric fields."""
     numeric = [k for k, v in sorted(feats.metadata.items()) if v.dtype.kind in "fiub"]
     subsets = {d.name: _subset_name(config, feats, d.name) for d in config.domains}
     dim = feats.embeddings.shape[1]
-    return scale_section(config, dataset, cache, plan, subsets, numeric, dim)
+    return scale_section(config, dataset, cache, plan, subsets, numeric, dim, progress)
 
 
 def format_frames(frames: dict[str, dict[str, int]]) -> str:

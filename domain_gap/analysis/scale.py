@@ -96,15 +96,18 @@ def fill_cache(
     done = 0
     for domain, subset in plan.passes:
         source = cache_source(config, domain)
+        others = [
+            r for r in dataset.select(domain=domain, subset=subset) if r.sample_id in plan.dropped
+        ]
+        seen = tqdm(others, desc=f"cache check {domain}", unit="img", disable=not progress)
         todo = [
             r
-            for r in dataset.select(domain=domain, subset=subset)
-            if r.sample_id in plan.dropped
-            and cache.load(domain, r.sample_id, source, ("loss",), only=("loss",)) is None
+            for r in seen
+            if cache.load(domain, r.sample_id, source, ("loss",), only=("loss",)) is None
         ]
         bar = tqdm(
             total=len(todo),
-            desc=f"extract {domain} (every frame)",
+            desc=f"extract {domain} (outside the subsample)",
             unit="img",
             disable=not progress or not todo,
         )
@@ -132,9 +135,10 @@ def _stream(
     domain: str,
     subset: str | None,
     fields: Sequence[str],
+    bar: Any = None,
 ) -> Stream:
     """A re-iterable stream of one domain's cached records as :class:`Chunk` (the numeric
-    metadata ``fields``, NaN where a frame lacks one or holds text)."""
+    metadata ``fields``, NaN where a frame lacks one or holds text); ``bar`` counts frames."""
     source = cache_source(config, domain)
     records = dataset.select(domain=domain, subset=subset)
 
@@ -153,12 +157,17 @@ def _stream(
             meta = metadata_columns_json([str(s["metadata"]) for s in shards])
             if getattr(dataset, "user_tables", None):
                 meta.update(dataset.user_metadata(list(part))[0])
+            col = {k: np.stack([s[k] for s in shards]) for k in STREAM_FIELDS if k != "metadata"}
             yield Chunk(
                 sample_ids=np.array([r.sample_id for r in part], dtype=str),
-                embeddings=np.stack([s["embedding"] for s in shards]),
+                embeddings=col["embedding"],
                 metadata={f: _numeric(meta.get(f), len(part)) for f in fields},
-                quality=Quality(*(np.stack([s[k] for s in shards]) for k in STREAM_FIELDS[2:])),
+                quality=Quality(
+                    col["loss"], col["miou"], col["pixel_acc"], col["confusion"], col["labelled"]
+                ),
             )
+            if bar is not None:
+                bar.update(len(part))
 
     return chunks
 
@@ -177,17 +186,20 @@ def scale_section(
     subsets: Mapping[str, str],
     fields: Sequence[str],
     dim: int,
+    progress: bool = True,
 ) -> FleetScale:
     """:func:`~domain_gap.analysis.fleet.fleet_scale` over every analysed frame of every
     domain, read from the cache (``dataset``: the whole one, not the plan's view).
     ``fields``: the numeric metadata fields to histogram; ``dim``: the embedding width."""
-    streams = {d: _stream(config, dataset, cache, d, s, fields) for d, s in plan.passes}
     sizes = [plan.info[d].n_total for d, _ in plan.passes]
-    return fleet_scale(
-        streams,
-        config.source_domain,
-        plan.info,
-        subsets,
-        CLASS_NAMES,
-        max_dim=common_fd_dims(dim, sizes, config.analysis.max_dim),
-    )
+    bar = tqdm(total=2 * sum(sizes), desc="every frame, 2 passes", unit="img", disable=not progress)
+    with bar:
+        streams = {d: _stream(config, dataset, cache, d, s, fields, bar) for d, s in plan.passes}
+        return fleet_scale(
+            streams,
+            config.source_domain,
+            plan.info,
+            subsets,
+            CLASS_NAMES,
+            max_dim=common_fd_dims(dim, sizes, config.analysis.max_dim),
+        )
