@@ -99,7 +99,9 @@ def fill_cache(
         others = [
             r for r in dataset.select(domain=domain, subset=subset) if r.sample_id in plan.dropped
         ]
-        seen = tqdm(others, desc=f"cache check {domain}", unit="img", disable=not progress)
+        seen = tqdm(
+            others, desc=f"cache check {domain}", unit="img", disable=not progress or not others
+        )
         todo = [
             r
             for r in seen
