@@ -102,6 +102,14 @@ def test_sections_run_on_the_stated_bottom_k_subsample(runs: dict[str, Any]) -> 
     assert fleet["frames"] == full["frames"]  # the index is stated whole
     report = runs["fleet_paths"]["report"].read_text()
     assert "seeded subsample" in report and "4 of 7" in report
+    # fields drawn over every frame: here (4 + 4 frames: nothing significant) the three of
+    # largest KS statistic on the subsample
+    numeric = fleet["metadata_drift"]["kitti"]["numeric"]
+    assert not any(r["significant"] for r in numeric)
+    by_ks = sorted((r for r in numeric if r["ks"] is not None), key=lambda r: -r["ks"])
+    for row in by_ks[:3]:
+        assert f'alt="{row["field"]}, every frame"' in report
+    assert report.count(', every frame"') == 3
     # the what-if pass re-extracted the subsample only, and the heatmaps saw it only
     assert fleet["mitigations"]["kitti"]["mitigations"][0]["deltas"]["n_images"] == SUBSAMPLE
     assert fleet["heatmaps"]["n_images"] == {"cityscapes": 4, "kitti": SUBSAMPLE}

@@ -73,6 +73,37 @@ def histogram_fields(drift: MetadataDrift, limit: int = TOP_DRIVER_HISTOGRAMS) -
     return chosen
 
 
+def fleet_histogram_fields(summary: Summary, target: str, limit: int = 3) -> list[str]:
+    """The drift section's histogram fields that the every-frame histograms also hold; when
+    it draws none, the ``limit`` fields of largest KS statistic on the subsample."""
+    if summary.fleet is None:
+        return []
+    streamed = {h.name for h in summary.fleet.histograms.get(target, ())}
+    drift = summary.metadata_drift[target]
+    chosen = [f for f in histogram_fields(drift) if f in streamed]
+    if chosen:
+        return chosen
+    by_ks = sorted((r for r in drift.numeric if r.ks is not None), key=lambda r: -(r.ks or 0.0))
+    return [r.field for r in by_ks if r.field in streamed][:limit]
+
+
+def _fleet_figures(assets: ReportAssets, summary: Summary, draw: FigureCache) -> None:
+    """At fleet scale: the drift section's fields again, counted over every frame."""
+    if summary.fleet is None:
+        return
+    for target, hists in summary.fleet.histograms.items():
+        by_name = {h.name: h for h in hists}
+        for name in fleet_histogram_fields(summary, target):
+            h = by_name[name]
+            assets.figures[f"fleet_hist/{target}/{name}"] = draw(
+                plots.histograms,
+                f"{name}, every frame",
+                h.edges,
+                {summary.source: h.source, target: h.target},
+                [summary.source, target],
+            )
+
+
 def thumbnail_fixes(section: WhatIf, map_fix: str | None = None) -> list[str]:
     """The fixes whose most improved and worsened images the report shows: every fix when
     there are few, else the one in the before/after map (the best, else the first)."""
@@ -163,6 +194,7 @@ def build_assets(
                 {summary.source: hist.source, target: hist.target},
                 [summary.source, target],
             )
+    _fleet_figures(assets, summary, draw)
     heatmap_figures.draw(assets, summary, heatmaps, thumbnail_source, draw)
     shown = _what_if_figures(assets, summary, whatif_maps or {}, draw)
     ids = thumbnail_ids(summary) + [i for sec, fix in shown for i in changed_images(sec, fix)]

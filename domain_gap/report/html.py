@@ -17,7 +17,7 @@ import jinja2
 
 from domain_gap.analysis.results import Summary
 from domain_gap.report import format as f
-from domain_gap.report.assets import ReportAssets, histogram_fields
+from domain_gap.report.assets import ReportAssets, fleet_histogram_fields, histogram_fields
 from domain_gap.report.thumbnails import THUMB_WIDTH
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -77,6 +77,7 @@ def environment() -> jinja2.Environment:
     env.globals.update(
         DASH=f.DASH,
         histogram_fields=histogram_fields,
+        fleet_histogram_fields=fleet_histogram_fields,
         level=lambda alpha: round(100 * (1 - float(alpha))),
     )
     return env
