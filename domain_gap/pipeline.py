@@ -603,9 +603,6 @@ def run_analysis(
     (tests). Returns the paths written.
     """
     from domain_gap.data.dataset import DomainDataset
-    from domain_gap.report.assets import build_assets
-    from domain_gap.report.figure_cache import FigureCache
-    from domain_gap.report.html import render_report
 
     out = Path(out_dir)
     stages = _Stages(progress)
@@ -622,15 +619,9 @@ def run_analysis(
     if progress:
         say(f"[domain-gap] frames: {format_frames(frames)}")
     base_runner = runner or LazyRunner(config, cache)
-    whole, plan = dataset, plan_scale(config, dataset, analysed_passes(config, dataset))
+    whole = dataset
     with stages.stage("extract"):
-        if plan is not None:  # fleet scale: the other frames into the cache, a subsample in memory
-            prefill_cache(config, whole, cache, plan.passes, progress)
-            fill_cache(config, whole, cache, base_runner, plan, progress)
-            dataset = plan.view(whole)
-            if progress:
-                say(f"[domain-gap] analysing a seeded subsample: {format_subsample(plan)}")
-        feats = extract_all(config, dataset, cache, base_runner, progress)
+        dataset, feats, plan = _extract_stage(config, whole, cache, base_runner, progress)
     with stats_threads(len(feats)):
         result = analyse(config, feats, bandwidth=bandwidth, stages=stages, projections=cache.root)
     fleet = None
@@ -653,6 +644,41 @@ def run_analysis(
         frames=frames,
         run_id=_run_id(config, cache, feats, fleet),
     )
+    return _write_report(config, out, result, summary, feats, dataset, cache, stages, progress)
+
+
+def _extract_stage(
+    config: Config, dataset: Any, cache: FeatureCache, runner: Runner, progress: bool
+) -> tuple[Any, Features, ScalePlan | None]:
+    """The analysed records in memory: every frame, or at fleet scale the plan's subsample
+    (the other frames extracted into the cache first). Returns the dataset the sections
+    see (the plan's view at fleet scale), the records and the plan (None: no subsample)."""
+    plan = plan_scale(config, dataset, analysed_passes(config, dataset))
+    if plan is not None:
+        prefill_cache(config, dataset, cache, plan.passes, progress)  # executor 'ray'
+        fill_cache(config, dataset, cache, runner, plan, progress)
+        dataset = plan.view(dataset)
+        if progress:
+            say(f"[domain-gap] analysing a seeded subsample: {format_subsample(plan)}")
+    return dataset, extract_all(config, dataset, cache, runner, progress), plan
+
+
+def _write_report(
+    config: Config,
+    out: Path,
+    result: Analysis,
+    summary: Summary,
+    feats: Features,
+    dataset: Any,
+    cache: FeatureCache,
+    stages: _Stages,
+    progress: bool,
+) -> dict[str, Path]:
+    """Figures, thumbnails and the four output files, staged and swapped in as one."""
+    from domain_gap.report.assets import build_assets
+    from domain_gap.report.figure_cache import FigureCache
+    from domain_gap.report.html import render_report
+
     with stages.stage("figures and thumbnails"):
         assets = build_assets(
             summary,
