@@ -486,12 +486,7 @@ def analyse(
     targets = [d.name for d in config.domains if d.name != source]
     if not targets:
         raise PipelineError("config domains: need at least two domains (a source and a target)")
-    src = feats.domain(source)
-    if bandwidth is None:
-        bandwidth = median_bandwidth(src.embeddings, seed=config.seed)
-        bw_rule = f"median pairwise distance of the {source} embeddings (frozen for this run)"
-    else:
-        bw_rule = "given by the caller (frozen)"
+    bandwidth, bw_rule = _bandwidth(config, feats, bandwidth)
     with stages.stage("latent map and clusters"):
         coords, method = cached_projection(
             feats.embeddings, projections, config.analysis.projection, config.seed
@@ -533,6 +528,15 @@ def analyse(
     return Analysis(
         summary, coords, labels, _prob_columns(comparisons, len(feats)), concepts=concepts
     )
+
+
+def _bandwidth(config: Config, feats: Features, given: float | None) -> tuple[float, str]:
+    """The MMD kernel bandwidth of this run and its rule (frozen either way)."""
+    if given is not None:
+        return given, "given by the caller (frozen)"
+    source = config.source_domain
+    value = median_bandwidth(feats.domain(source).embeddings, seed=config.seed)
+    return value, f"median pairwise distance of the {source} embeddings (frozen for this run)"
 
 
 def _pairwise(
