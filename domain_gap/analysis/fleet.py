@@ -79,26 +79,46 @@ Stream = Callable[[], Iterable[Chunk]]
 
 
 @dataclass
-class _FirstPass:
+class _DomainPass:
     moments: Moments | None
-    subsample: Subsample
     ranges: dict[str, Range]
+    totals: Totals
+    subsample: Subsample | None
 
 
-def _first_pass(stream: Stream, size: int, seed: int) -> _FirstPass:
-    state = _FirstPass(None, Subsample.empty(size, seed), {})
+def _domain_pass(stream: Stream, subsample: Subsample | None = None) -> _DomainPass:
+    """Moments, numeric field ranges and quality totals of every chunk (one pass), and, given
+    an empty ``subsample``, its bottom-k rows (embeddings and ``meta:<field>`` columns)."""
+    state = _DomainPass(None, {}, Totals(), subsample)
     for chunk in stream():
         part = Moments.of(chunk.embeddings)
         state.moments = part if state.moments is None else state.moments.merge(part)
-        rows = {"embedding": np.asarray(chunk.embeddings, dtype=np.float32)}
-        rows.update({f"meta:{k}": np.asarray(v) for k, v in chunk.metadata.items()})
-        state.subsample = state.subsample.update(chunk.sample_ids, rows)
         for name, values in chunk.metadata.items():
             if np.asarray(values).dtype.kind in "fiu":
                 state.ranges[name] = state.ranges.get(name, Range()).update(values)
+        if chunk.quality is not None:
+            q = chunk.quality
+            state.totals = state.totals.update(q.loss, q.miou, q.pixel_acc, q.confusion, q.labelled)
+        if state.subsample is not None:
+            rows = {"embedding": np.asarray(chunk.embeddings, dtype=np.float32)}
+            rows.update({f"meta:{k}": np.asarray(v) for k, v in chunk.metadata.items()})
+            state.subsample = state.subsample.update(chunk.sample_ids, rows)
     if state.moments is None:
-        raise ValueError("fleet_gap: a domain stream yielded no chunk")
+        raise ValueError("fleet: a domain stream yielded no chunk")
     return state
+
+
+def _edges(passes: Mapping[str, _DomainPass], bins: int) -> dict[str, np.ndarray]:
+    """Shared edges of each numeric field that every domain has (finite somewhere)."""
+    names = set.intersection(*(set(p.ranges) for p in passes.values()))
+    out = {}
+    for name in sorted(names):
+        merged = Range()
+        for p in passes.values():
+            merged = merged.merge(p.ranges[name])
+        if np.isfinite(merged.lo):
+            out[name] = merged.edges(bins)
+    return out
 
 
 def _histograms(stream: Stream, edges: Mapping[str, np.ndarray]) -> dict[str, StreamHistogram]:
@@ -107,6 +127,25 @@ def _histograms(stream: Stream, edges: Mapping[str, np.ndarray]) -> dict[str, St
         for name in hists:
             hists[name] = hists[name].update(chunk.metadata[name])
     return hists
+
+
+def _field_histograms(
+    edges: Mapping[str, np.ndarray],
+    source: Mapping[str, StreamHistogram],
+    target: Mapping[str, StreamHistogram],
+) -> tuple[FieldHistogram, ...]:
+    """Source and target counts of every field on its shared ``edges``."""
+    return tuple(
+        FieldHistogram(
+            name=k,
+            edges=tuple(float(e) for e in edges[k]),
+            source=tuple(int(c) for c in source[k].counts),
+            target=tuple(int(c) for c in target[k].counts),
+            missing_source=source[k].nan,
+            missing_target=target[k].nan,
+        )
+        for k in edges
+    )
 
 
 def _sub_metadata(sub: Subsample) -> dict[str, np.ndarray]:
@@ -127,11 +166,11 @@ def fleet_gap(
 ) -> FleetGap:
     """Source against target at any N: FD and histograms over every image, the tests on a
     seeded subsample of at most ``subsample`` images per domain (see the module docstring)."""
-    a = _first_pass(source, subsample, seed)
-    b = _first_pass(target, subsample, seed)
+    a = _domain_pass(source, Subsample.empty(subsample, seed))
+    b = _domain_pass(target, Subsample.empty(subsample, seed))
     assert a.moments is not None and b.moments is not None
-    shared = sorted(set(a.ranges) & set(b.ranges))
-    edges = {k: a.ranges[k].merge(b.ranges[k]).edges(bins) for k in shared}
+    assert a.subsample is not None and b.subsample is not None
+    edges = _edges({"source": a, "target": b}, bins)
     ha, hb = _histograms(source, edges), _histograms(target, edges)
     xs, ys = a.subsample.rows["embedding"], b.subsample.rows["embedding"]
     latent = latent_gap(
@@ -146,17 +185,7 @@ def fleet_gap(
         target_name="target",
         bins=bins,
     )
-    histograms = tuple(
-        FieldHistogram(
-            name=k,
-            edges=tuple(float(e) for e in edges[k]),
-            source=tuple(int(c) for c in ha[k].counts),
-            target=tuple(int(c) for c in hb[k].counts),
-            missing_source=ha[k].nan,
-            missing_target=hb[k].nan,
-        )
-        for k in shared
-    )
+    histograms = _field_histograms(edges, ha, hb)
     return FleetGap(
         n_source=a.moments.n,
         n_target=b.moments.n,
@@ -185,43 +214,6 @@ def fleet_gap_for(config: Config, source: Stream, target: Stream) -> FleetGap:
     )
 
 
-@dataclass
-class _DomainPass:
-    moments: Moments | None
-    ranges: dict[str, Range]
-    totals: Totals
-
-
-def _domain_pass(stream: Stream) -> _DomainPass:
-    """Moments, numeric field ranges and quality totals of every chunk (one pass)."""
-    state = _DomainPass(None, {}, Totals())
-    for chunk in stream():
-        part = Moments.of(chunk.embeddings)
-        state.moments = part if state.moments is None else state.moments.merge(part)
-        for name, values in chunk.metadata.items():
-            if np.asarray(values).dtype.kind in "fiu":
-                state.ranges[name] = state.ranges.get(name, Range()).update(values)
-        if chunk.quality is not None:
-            q = chunk.quality
-            state.totals = state.totals.update(q.loss, q.miou, q.pixel_acc, q.confusion, q.labelled)
-    if state.moments is None:
-        raise ValueError("fleet_scale: a domain stream yielded no chunk")
-    return state
-
-
-def _edges(passes: Mapping[str, _DomainPass], bins: int) -> dict[str, np.ndarray]:
-    """Shared edges of each numeric field that every domain has (finite somewhere)."""
-    names = set.intersection(*(set(p.ranges) for p in passes.values()))
-    out = {}
-    for name in sorted(names):
-        merged = Range()
-        for p in passes.values():
-            merged = merged.merge(p.ranges[name])
-        if np.isfinite(merged.lo):
-            out[name] = merged.edges(bins)
-    return out
-
-
 def fleet_scale(
     streams: Mapping[str, Stream],
     source: str,
@@ -247,20 +239,7 @@ def fleet_scale(
         t: frechet_streamed(src.moments, passes[t].moments, max_dim)  # type: ignore[arg-type]
         for t in targets
     }
-    histograms = {
-        t: tuple(
-            FieldHistogram(
-                name=k,
-                edges=tuple(float(e) for e in edges[k]),
-                source=tuple(int(c) for c in hists[source][k].counts),
-                target=tuple(int(c) for c in hists[t][k].counts),
-                missing_source=hists[source][k].nan,
-                missing_target=hists[t][k].nan,
-            )
-            for k in edges
-        )
-        for t in targets
-    }
+    histograms = {t: _field_histograms(edges, hists[source], hists[t]) for t in targets}
     domains = {n: p.totals.stats(subsets[n], class_names) for n, p in passes.items()}
     return FleetScale(
         subsample=dict(subsample),
