@@ -506,7 +506,8 @@ def domain_subset(config: Config, dataset: Any, name: str) -> str | None:
     return subset
 
 
-def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+def batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    """Consecutive slices of ``items`` of at most ``size`` (the last one shorter)."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -581,7 +582,7 @@ def extract_domain(
 
         with bar, scratch_buffer():  # one buffer for every batch's exponentials
             _pipelined(
-                list(_batches(missing, config.model.batch_size)),
+                list(batches(missing, config.model.batch_size)),
                 load,
                 forward,
                 finish,

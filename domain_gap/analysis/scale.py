@@ -26,7 +26,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from domain_gap.analysis.cache import FeatureCache
-from domain_gap.analysis.extract import Runner, cache_source, extract_domain, metadata_columns_json
+from domain_gap.analysis.extract import (
+    Runner,
+    batches,
+    cache_source,
+    extract_domain,
+    metadata_columns_json,
+)
 from domain_gap.analysis.fleet import Chunk, Quality, Stream, fleet_scale
 from domain_gap.analysis.frechet import common_fd_dims
 from domain_gap.analysis.moments import SUBSAMPLE_METHOD, hash_keys
@@ -76,11 +82,6 @@ def plan_scale(
     return ScalePlan(tuple(passes), frozenset(dropped), info)
 
 
-def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def fill_cache(
     config: Config,
     dataset: Any,
@@ -114,7 +115,7 @@ def fill_cache(
             disable=not progress or not todo,
         )
         with bar:
-            for chunk in _chunks(todo):
+            for chunk in batches(todo, CHUNK):
                 extract_domain(
                     config,
                     dataset,
@@ -154,7 +155,7 @@ def _stream(
         return shard
 
     def chunks() -> Iterator[Chunk]:
-        for part in _chunks(records):
+        for part in batches(records, CHUNK):
             shards = [read(r) for r in part]
             meta = metadata_columns_json([str(s["metadata"]) for s in shards])
             if getattr(dataset, "user_tables", None):

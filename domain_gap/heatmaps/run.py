@@ -22,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from domain_gap.analysis.cache import FeatureCache
-from domain_gap.analysis.extract import cache_source, domain_subset, load_runner
+from domain_gap.analysis.extract import batches, cache_source, domain_subset, load_runner
 from domain_gap.analysis.results import Heatmaps
 from domain_gap.config import Config
 from domain_gap.encoders import normalize_image
@@ -205,11 +205,9 @@ def cam_pass(
     missing = [i for i, s in enumerate(shards) if s is None]
     if missing:
         model, device = _model(runner, config, cache)
-        size = config.model.batch_size
         bar = tqdm(total=len(missing), desc=f"heatmaps {domain}", unit="img", disable=not progress)
         with bar:
-            for start in range(0, len(missing), size):
-                chunk = missing[start : start + size]
+            for chunk in batches(missing, config.model.batch_size):
                 prepared = [dataset.prepare(records[i]) for i in chunk]
                 computed = cam_records(model, device, prepared, config)
                 for i, arrays in zip(chunk, computed, strict=True):
