@@ -32,7 +32,6 @@ sys.path.insert(0, str(ROOT))
 DEMO_PER_DOMAIN = 100
 """Frames per domain the demo analyses (Cityscapes-like val 100, KITTI-like val 98)."""
 DIM = 128
-GOAL_RATIO = 1.10
 DOMAINS = {"source": 0.0, "target": 0.4}
 """Domain name → shift of its synthetic embeddings and metadata."""
 
@@ -138,22 +137,16 @@ class NoModel:
         raise AssertionError("the model ran although the cache was full")
 
 
-def _peak_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise OSError("/proc/self/status has no VmHWM (Linux only)")
-
-
 def child(config_path: str, out: str, subsample: int) -> dict[str, Any]:
     """One ``run_analysis`` in this (fresh) process: seconds, peak MiB, what it stated."""
+    from benchmarks.bench_mmd import peak_rss_mib
     from domain_gap.config import parse_config
     from domain_gap.pipeline import run_analysis
 
     data = json.loads(Path(config_path).read_text())
     data["analysis"]["subsample"] = subsample
     config = parse_config(data, source=config_path, base_dir=Path(config_path).parent)
-    before = _peak_mib()
+    before = peak_rss_mib()
     t0 = time.perf_counter()
     paths = run_analysis(config, out, progress=False, runner=NoModel())
     seconds = time.perf_counter() - t0
@@ -162,7 +155,7 @@ def child(config_path: str, out: str, subsample: int) -> dict[str, Any]:
     fd = fleet["frechet"] if fleet else {"target": summary["latent_gap"]["target"]["frechet"]}
     return {
         "seconds": round(seconds, 1),
-        "peak_mib": round(_peak_mib(), 1),
+        "peak_mib": round(peak_rss_mib(), 1),
         "peak_before_mib": round(before, 1),
         "in_memory": summary["sizes"],
         "fd_every_frame": round(fd["target"]["value"], 4),
@@ -196,6 +189,8 @@ def run_size(n: int, subsample: int, contrast: bool) -> list[dict[str, Any]]:
 
 
 def main() -> None:
+    from benchmarks.bench_scale import peak_ratio  # the goal and verdict of bench_scale
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scales", type=int, nargs="+", default=[10, 100])
     ap.add_argument("--subsample", type=int, default=200)
@@ -221,12 +216,7 @@ def main() -> None:
             f"{s:>5}x {r['n_per_domain']:>9} {held:>10} {r['peak_mib']:>9.1f} "
             f"{r['peak_before_mib']:>12.1f} {r['seconds']:>8.1f}  {r['fd_every_frame']}"
         )
-    ratio = rows[-1]["peak_mib"] / rows[0]["peak_mib"]
-    verdict = "pass" if ratio <= GOAL_RATIO else "miss"
-    print(
-        f"peak ratio {args.scales[-1]}x / {args.scales[0]}x = {ratio:.3f} "
-        f"(goal: independent of N beyond the subsample, <= {GOAL_RATIO}): {verdict}"
-    )
+    ratio, verdict = peak_ratio(args.scales, rows)
     if contrast:
         held = contrast[0]["peak_mib"]
         print(

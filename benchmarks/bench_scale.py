@@ -52,18 +52,12 @@ def _stream(n: int, domain: str, shift: float, seed: int) -> Any:
     return make
 
 
-def _peak_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise OSError("/proc/self/status has no VmHWM (Linux only)")
-
-
 def child(n: int, subsample: int, permutations: int) -> dict[str, Any]:
     """Run the stage once in this (fresh) process: seconds, peak MiB, what ran."""
+    from benchmarks.bench_mmd import peak_rss_mib
     from domain_gap.analysis.fleet import fleet_gap
 
-    before = _peak_mib()
+    before = peak_rss_mib()
     t0 = time.perf_counter()
     res = fleet_gap(
         _stream(n, "source", 0.0, 1),
@@ -77,13 +71,24 @@ def child(n: int, subsample: int, permutations: int) -> dict[str, Any]:
     return {
         "n_per_domain": n,
         "seconds": round(seconds, 2),
-        "peak_mib": round(_peak_mib(), 1),
+        "peak_mib": round(peak_rss_mib(), 1),
         "peak_before_mib": round(before, 1),
         "subsample_used": res.subsample_source.n_used,
         "fd": round(res.frechet.value, 4),
         "mmd_method": res.latent.mmd.method,
         "mmd_significant": res.latent.mmd.significant,
     }
+
+
+def peak_ratio(scales: list[int], rows: list[dict[str, Any]]) -> tuple[float, str]:
+    """Print and return the largest size's peak over the smallest's, with its verdict."""
+    ratio = rows[-1]["peak_mib"] / rows[0]["peak_mib"]
+    verdict = "pass" if ratio <= GOAL_RATIO else "miss"
+    print(
+        f"peak ratio {scales[-1]}x / {scales[0]}x = {ratio:.3f} "
+        f"(goal: independent of N beyond the subsample, <= {GOAL_RATIO}): {verdict}"
+    )
+    return ratio, verdict
 
 
 def run_size(n: int, subsample: int, permutations: int) -> dict[str, Any]:
@@ -112,12 +117,7 @@ def main() -> None:
             f"{s:>5}x {r['n_per_domain']:>9} {r['peak_mib']:>9.1f} {r['seconds']:>8.2f}  "
             f"{r['fd']} / significant={r['mmd_significant']}"
         )
-    ratio = rows[-1]["peak_mib"] / rows[0]["peak_mib"]
-    verdict = "pass" if ratio <= GOAL_RATIO else "miss"
-    print(
-        f"peak ratio {args.scales[-1]}x / {args.scales[0]}x = {ratio:.3f} "
-        f"(goal: independent of N beyond the subsample, <= {GOAL_RATIO}): {verdict}"
-    )
+    ratio, verdict = peak_ratio(args.scales, rows)
     print(json.dumps({"rows": rows, "ratio": round(ratio, 3), "verdict": verdict}))
 
 
