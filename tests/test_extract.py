@@ -59,6 +59,17 @@ def test_cache_round_trip_is_atomic(tmp_path: Path) -> None:
     assert cache.load("a", "a/x/2.png", "/root") is None
 
 
+def test_cache_reads_only_the_named_arrays_and_requires_them(tmp_path: Path) -> None:
+    cache = FeatureCache(tmp_path, "ab" * 32, "aspp", "p1")
+    arrays = {"embedding": np.arange(4, dtype=np.float32), "loss": np.asarray(0.5)}
+    cache.save("a", "a/x/1.png", arrays)
+    got = cache.load("a", "a/x/1.png", only=("loss",))
+    assert got is not None and set(got) == {"loss", "sample_id", "cache_version"}
+    assert float(got["loss"]) == 0.5
+    with pytest.warns(UserWarning, match=r"unusable cache shard \(lacks \['confusion'\]\)"):
+        assert cache.load("a", "a/x/1.png", only=("loss", "confusion")) is None
+
+
 def test_cache_failed_write_leaves_no_temp_file(tmp_path: Path) -> None:
     cache = FeatureCache(tmp_path, "cd" * 32, "aspp", "p1")
 

@@ -122,7 +122,8 @@ class FeatureCache:
     ) -> dict[str, np.ndarray] | None:
         """The cached arrays of one sample, or None when missing or unusable (then warned).
 
-        ``only``: read just these arrays (and the shard's identity), not the whole shard."""
+        ``only``: read just these arrays (and the shard's identity), not the whole shard; each
+        of them is then required too."""
         path = self.shard_path(domain, sample_id, source)
         if not path.exists():
             return None
@@ -140,7 +141,7 @@ class FeatureCache:
         elif int(arrays.get("cache_version", -1)) != CACHE_VERSION:
             problem = "written by another cache version"
         else:
-            missing = [name for name in required if name not in arrays]
+            missing = [name for name in (*required, *(only or ())) if name not in arrays]
             if missing:
                 problem = f"lacks {missing}"
         if problem:

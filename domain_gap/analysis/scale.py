@@ -103,11 +103,7 @@ def fill_cache(
         seen = tqdm(
             others, desc=f"cache check {domain}", unit="img", disable=not progress or not others
         )
-        todo = [
-            r
-            for r in seen
-            if cache.load(domain, r.sample_id, source, ("loss",), only=("loss",)) is None
-        ]
+        todo = [r for r in seen if cache.load(domain, r.sample_id, source, only=("loss",)) is None]
         bar = tqdm(
             total=len(todo),
             desc=f"extract {domain} (outside the subsample)",
@@ -146,7 +142,7 @@ def _stream(
     records = dataset.select(domain=domain, subset=subset)
 
     def read(r: Any) -> dict[str, np.ndarray]:
-        shard = cache.load(domain, r.sample_id, source, STREAM_FIELDS, only=STREAM_FIELDS)
+        shard = cache.load(domain, r.sample_id, source, only=STREAM_FIELDS)
         if shard is None:
             raise FileNotFoundError(
                 f"{cache.shard_path(domain, r.sample_id, source)}: cache shard of "
