@@ -1,15 +1,16 @@
 """Input and ground-truth encoders: uint8 images and trainId labels to model-ready arrays.
 
-Pure numpy. The binder's input/GT encoders and the local engine call these, so both feed the
-model exactly the same tensors. Images are RGB ``(H, W, 3)`` uint8 (``normalize_image`` also takes
-float images on the 0..255 scale, e.g. the output of a mitigation); labels are ``(H, W)`` uint8
-trainIds with 255 for void.
+Pure numpy and OpenCV. The binder's input/GT encoders and the local engine call these, so both
+feed the model exactly the same tensors. Images are RGB ``(H, W, 3)`` uint8 (``normalize_image``
+also takes float images on the 0..255 scale, e.g. the output of a mitigation); labels are
+``(H, W)`` uint8 trainIds with 255 for void.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 
 from domain_gap.labels import IGNORE_INDEX, NUM_CLASSES, check_train_ids
@@ -53,10 +54,16 @@ def normalize_image(image: np.ndarray, mean: Sequence[float], std: Sequence[floa
         raise ValueError(f"std: every value must be > 0, got {s.tolist()}")
     if img.dtype == np.uint8:  # one look-up per pixel and channel, written channels-first
         levels = np.arange(256, dtype=np.float32)[:, None]
-        table = ((levels / np.float32(255.0) - m) / s).T  # (3, 256): the same float32 ops
+        table = np.ascontiguousarray(((levels / np.float32(255.0) - m) / s).T)  # (3, 256)
         out = np.empty((*img.shape[:-3], 3, *img.shape[-3:-1]), dtype=np.float32)
-        for c in range(3):
-            np.take(table[c], img[..., c], out=out[..., c, :, :])
+        if not img.size:
+            return out
+        frames = np.ascontiguousarray(img).reshape(-1, *img.shape[-3:])
+        planes = out.reshape(-1, 3, *img.shape[-3:-1])
+        for frame, dst in zip(frames, planes, strict=True):
+            # OpenCV's split and table look-up: ~5x faster than numpy's strided take, same values
+            for c, channel in enumerate(cv2.split(frame)):
+                cv2.LUT(channel, table[c], dst=dst[c])
         return out
     x = (img.astype(np.float32) / np.float32(255.0) - m) / s
     return np.ascontiguousarray(np.moveaxis(x, -1, -3))

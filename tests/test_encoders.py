@@ -40,6 +40,17 @@ def test_uint8_table_path_is_bitwise_the_float_formula_on_every_level() -> None:
     assert table.dtype == formula.dtype == np.float32
 
 
+def test_normalize_image_takes_strided_views_and_empty_images() -> None:
+    """A cropped or flipped view (not contiguous) normalises as its copy; no pixel, no value."""
+    img = _image(3, h=9, w=11)
+    for view in (img[1:8, 2:9], img[:, ::-1], img[::2, ::3]):
+        np.testing.assert_array_equal(
+            encoders.normalize_image(view, MEAN, STD),
+            encoders.normalize_image(np.ascontiguousarray(view), MEAN, STD),
+        )
+    assert encoders.normalize_image(img[:0], MEAN, STD).shape == (3, 0, 11)
+
+
 def test_normalize_image_batch_equals_per_sample() -> None:
     batch = np.stack([_image(1), _image(2)])
     x = encoders.normalize_image(batch, MEAN, STD)
