@@ -199,3 +199,41 @@ def test_scratch_buffer_reuses_one_buffer_and_gives_the_same_summary() -> None:
     assert getattr(metrics_torch._local, "buffers", None) is None  # released after the pass
     for name in ("loss", "confusion", "prob_mean", "calibration", "entropy", "max_prob"):
         np.testing.assert_array_equal(getattr(plain, name), getattr(again, name))
+
+
+def test_chunked_summary_equals_the_whole_batch_and_the_numpy_metrics(monkeypatch) -> None:
+    """One image per chunk (each trimmed to its own used rows) gives the batch's summary."""
+    from domain_gap import metrics_torch
+
+    rng = np.random.default_rng(11)
+    h, w = 30, 24
+    logits = (rng.normal(size=(4, C, h, w)) * 3).astype(np.float32)
+    labels = rng.integers(0, C, size=(4, h, w)).astype(np.uint8)
+    valid = np.zeros((4, h, w), bool)
+    for i, (top, bottom) in enumerate([(5, 6), (0, 0), (9, 1), (2, 12)]):
+        valid[i, top : h - bottom] = True
+    labels[~valid] = IGNORE_INDEX
+    labels[3] = IGNORE_INDEX
+    x = torch.from_numpy(logits).contiguous(memory_format=torch.channels_last)
+    whole = summarize_pixels(x, labels, valid, n_bins=15, stride=4)
+    monkeypatch.setattr(metrics_torch, "CHUNK_ELEMENTS", 1)
+    with metrics_torch.scratch_buffer():
+        chunked = summarize_pixels(x, labels, valid, n_bins=15, stride=4)
+    _assert_matches_numpy(chunked, logits, labels, valid)
+    for name in ("loss", "confusion", "prob_mean", "pred_frac", "calibration", "entropy"):
+        np.testing.assert_allclose(getattr(chunked, name), getattr(whole, name), rtol=1e-6)
+    np.testing.assert_array_equal(chunked.pred_small, whole.pred_small)
+    np.testing.assert_allclose(chunked.max_prob, mean_max_prob(logits, valid), rtol=1e-5)
+
+
+def test_scratch_block_is_reused_for_smaller_chunks_and_grown_for_larger() -> None:
+    from domain_gap import metrics_torch
+
+    with metrics_torch.scratch_buffer():
+        big = metrics_torch._scratch(torch.empty(2, 5, 7, C))
+        small = metrics_torch._scratch(torch.empty(1, 3, 7, C))
+        assert small.shape == (1, 3, 7, C) and small.is_contiguous()
+        assert small.data_ptr() == big.data_ptr()  # a view of the same block
+        grown = metrics_torch._scratch(torch.empty(3, 5, 7, C))
+        assert grown.shape == (3, 5, 7, C) and grown.numel() == 3 * 5 * 7 * C
+    assert getattr(metrics_torch._local, "buffers", None) is None
