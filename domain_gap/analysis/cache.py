@@ -15,6 +15,7 @@ reported with a warning and recomputed.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import warnings
 import zipfile
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from domain_gap.atomic import atomic_path
+from domain_gap.atomic import write_atomic
 from domain_gap.config import Config
 
 CACHE_VERSION = 4
@@ -152,14 +153,17 @@ class FeatureCache:
     def save(
         self, domain: str, sample_id: str, arrays: Mapping[str, np.ndarray], source: str = ""
     ) -> Path:
-        """Write one sample's arrays atomically (temp file + ``os.replace``)."""
+        """Write one sample's arrays atomically (temp file + ``os.replace``).
+
+        The archive is built in memory and written at once: the zip writer's many small writes
+        and seeks on the file cost more than building it."""
         path = self.shard_path(domain, sample_id, source)
-        path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             **arrays,
             "sample_id": np.asarray(sample_id),
             "cache_version": np.asarray(CACHE_VERSION),
         }
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, **payload)
+        buffer = io.BytesIO()
+        np.savez(buffer, **payload)
+        write_atomic(path, buffer.getvalue())
         return path
