@@ -316,10 +316,15 @@ def readme_table(results: dict[str, Any]) -> str:
             value += f" (median of {k}: {low:.3g} to {high:.3g})"
         rows.append(f"| {name} | {value} | {fig['goal']} | {verdict} |")
     m = results["machine"]
+    speed = ""
+    if "P1" in results["figures"]:  # how fast this machine was: the seconds goals depend on it
+        bare_ms = 1000 / results["figures"]["P1"]["bare_images_per_s"]
+        speed = f" The bare forward pass took {bare_ms:.0f} ms an image (256 x 512)."
     rows.append("")
     rows.append(
         f"Measured by `benchmarks/run.py` on {m['cpus']} CPU cores ({m['device']}, torch "
-        f"{m['torch_threads']} threads), load average {m['load_average_start'][0]} at the start."
+        f"{m['torch_threads']} threads), load average {m['load_average_start'][0]} at the "
+        f"start.{speed}"
     )
     return "\n".join(rows)
 
