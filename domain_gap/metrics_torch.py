@@ -8,11 +8,10 @@ arrays come back to the host. The work runs on the (B, H, W, C) view of the mode
 channels-last logits, one image at a time on the CPU (its dozen passes then hit the cache), the
 exponentials go into one buffer reused across a pass (:func:`scratch_buffer`: a fresh 80 MB
 block per batch cost ~19k page faults) and the mean probabilities are one product per image
-row, summed in float64. The numbers are those of the
-numpy functions (``sample_loss``, ``predict``, ``confusion_matrices``, ``calibration_bins``,
-``class_pixel_fractions``, ``mean_entropy``, ``mean_max_prob``), checked against them in
-``tests/test_metrics_torch.py``; the Tensorleap binder keeps calling the numpy ones on single
-samples.
+row, summed in float64. The numbers are those of the numpy functions (``sample_loss``,
+``predict``, ``confusion_matrices``, ``calibration_bins``, ``class_pixel_fractions``,
+``mean_entropy``, ``mean_max_prob``), checked against them in ``tests/test_metrics_torch.py``;
+the Tensorleap binder keeps calling the numpy ones on single samples.
 """
 
 from __future__ import annotations
