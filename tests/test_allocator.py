@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # RSS after it. Torch tensors: its CPU allocator is what the forward uses (numpy asks for huge
 # pages, which hides the cost).
 _MEGABYTES = (48, 80, 40, 64)
+_ROUNDS = 16
 _PROBE = f"""
 import json, resource, sys
 import torch
@@ -27,7 +28,7 @@ if sys.argv[1] == "tuned":
     from domain_gap.allocator import keep_freed_blocks
     took = keep_freed_blocks()
 rounds = []
-for _ in range(8):
+for _ in range({_ROUNDS}):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     held = [torch.ones(mb << 18) for mb in {_MEGABYTES}]
     del held
@@ -55,12 +56,18 @@ def test_freed_blocks_are_reused_without_page_faults() -> None:
         return
     pages = (sum(_MEGABYTES) << 20) // 4096
     assert tuned["took"] is True
-    # glibc's default maps every round's blocks afresh: each page faults again
-    assert default["rounds"][-1][0] > pages // 2
-    # tuned: after a few rounds the heap holds the blocks and nothing faults ...
-    assert tuned["rounds"][-1][0] < pages // 50
-    # ... and the heap stops growing (fragmentation settles: bounded, not a leak)
-    assert tuned["rounds"][-1][1] == tuned["rounds"][4][1]
+    late = slice(_ROUNDS // 2, None)  # the second half: after the heap has settled
+    # glibc's default maps every round's blocks afresh: each page faults again, every round
+    assert all(faults > pages // 2 for faults, _ in default["rounds"][late])
+    # tuned: the heap holds the blocks. Where a small allocation pins a freed region the
+    # heap grows by a block (a few thousand faults, at random), so compare the late half as
+    # a whole: under a tenth of the default's faults (a no-op setting would match it) ...
+    late_faults = [sum(faults for faults, _ in run["rounds"][late]) for run in (default, tuned)]
+    assert late_faults[1] < late_faults[0] / 10
+    # ... and the heap stays bounded: the late half adds less than two rounds' blocks to the
+    # peak (a leak would add a round's blocks every round: eight here)
+    peaks = [peak for _, peak in tuned["rounds"]]
+    assert peaks[-1] - peaks[_ROUNDS // 2 - 1] < 2 * (sum(_MEGABYTES) << 10)  # kB
 
 
 def test_setting_is_idempotent_and_reports_a_bool() -> None:
