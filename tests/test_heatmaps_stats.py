@@ -3,6 +3,7 @@ synthetic maps, and padding never receives attention mass."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -98,3 +99,59 @@ def test_image_stats_stacks_classes_and_handles_none() -> None:
         np.zeros((0, 20, 40)), np.zeros((0, 20, 40), bool), valid, 0.05, (4, 8)
     )
     assert empty.shape == (0, 5) and grids.shape == (0, 4, 8)
+
+
+def _reference(
+    cam: np.ndarray, mask: np.ndarray, valid: np.ndarray, ring: float, grid: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The statistics by their definitions, one class on the full image: float64 throughout,
+    the ring from SciPy's exact Euclidean distance transform."""
+    from scipy.ndimage import distance_transform_edt
+
+    rows, cols = np.flatnonzero(valid.any(axis=1)), np.flatnonzero(valid.any(axis=0))
+    top, left = rows[0], cols[0]
+    height, width = rows[-1] + 1 - top, cols[-1] + 1 - left
+    a = np.where(valid, cam.astype(np.float32).astype(np.float64), 0.0)
+    total = a.sum()
+    box = a[top : top + height, left : left + width].astype(np.float32)
+    small = cv2.resize(box, grid[::-1], interpolation=cv2.INTER_AREA).astype(np.float64)
+    small = np.clip(small, 0.0, None)
+    grid_map = small / small.sum() if small.sum() > 0 else np.zeros(grid)
+    if not total > 0:
+        return np.full(5, np.nan), grid_map
+    m = mask & valid
+    near = ~m & valid & (distance_transform_edt(~m) <= ring * height) if m.any() else m
+    ys, xs = np.mgrid[: cam.shape[0], : cam.shape[1]]
+    q = grid_map[grid_map > 0]
+    values = [
+        a[m].sum() / total,
+        a[near].sum() / total,
+        (a * (xs - left + 0.5) / width).sum() / total,
+        (a * (ys - top + 0.5) / height).sum() / total,
+        -(q * np.log(q)).sum() / np.log(grid_map.size),
+    ]
+    return np.array(values), grid_map
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_batched_image_stats_equal_the_definitions_class_by_class(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    h, w = 48, 80
+    valid = np.zeros((h, w), bool)
+    valid[5 + seed : 41, 3 : 77 - 2 * seed] = True  # letterboxed and pillarboxed
+    cams = rng.gamma(0.5, size=(7, h, w)).astype(np.float32)
+    cams[:, ~valid] = 9.0  # padding carries large values that must be ignored
+    masks = np.zeros((7, h, w), bool)
+    for k in range(4):  # blobs of random size and place, some cut by the valid box
+        r, c = rng.integers(0, h - 4), rng.integers(0, w - 4)
+        masks[k, r : r + rng.integers(1, 20), c : c + rng.integers(1, 30)] = True
+    masks[4] = rng.random((h, w)) < 0.2  # scattered pixels
+    masks[5] = valid  # the whole image: no ring
+    cams[6] = np.where(valid, 0.0, cams[6])  # no mass on valid pixels; empty mask
+    stats, maps = image_stats(cams, masks, valid, ring=0.08, grid=(6, 10))
+    for k in range(len(cams)):
+        want, want_map = _reference(cams[k], masks[k], valid, 0.08, (6, 10))
+        np.testing.assert_allclose(stats[k], want, rtol=1e-9, atol=1e-12, err_msg=f"class {k}")
+        np.testing.assert_allclose(maps[k], want_map, rtol=1e-9, atol=1e-12)
+    assert np.isnan(stats[6]).all() and np.isfinite(stats[:6]).all()
+    assert stats[5, 1] == 0.0 and stats[5, 0] == pytest.approx(1.0)

@@ -36,35 +36,50 @@ def box_of(valid: np.ndarray) -> tuple[slice, slice]:
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
-def to_grid(cam: np.ndarray, valid: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    """The map's valid box area-resampled to ``grid`` (rows, cols), as a distribution (sums to
-    1; all zeros when the map has no mass). Padding is zeroed first."""
-    rows, cols = box_of(valid)
-    masked = np.where(valid, np.asarray(cam, dtype=np.float32), 0.0)[rows, cols]
-    small = cv2.resize(masked, (grid[1], grid[0]), interpolation=cv2.INTER_AREA)
+def _grid_of(box: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """A zero-padded float32 valid box area-resampled to ``grid`` as a distribution."""
+    small = cv2.resize(box, (grid[1], grid[0]), interpolation=cv2.INTER_AREA)
     small = np.clip(small.astype(np.float64), 0.0, None)
     total = small.sum()
     return small / total if total > 0 else np.zeros(grid)
 
 
+def to_grid(cam: np.ndarray, valid: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """The map's valid box area-resampled to ``grid`` (rows, cols), as a distribution (sums to
+    1; all zeros when the map has no mass). Padding is zeroed first."""
+    rows, cols = box_of(valid)
+    return _grid_of(np.where(valid, np.asarray(cam, dtype=np.float32), 0.0)[rows, cols], grid)
+
+
 def ring_mask(mask: np.ndarray, valid: np.ndarray, width_px: float) -> np.ndarray:
-    """Valid pixels outside ``mask`` within ``width_px`` (Euclidean) of it."""
+    """Valid pixels outside ``mask`` within ``width_px`` (Euclidean) of it.
+
+    The distance transform runs on the mask's bounding box grown by the width only: every
+    pixel beyond it lies farther than ``width_px`` from the mask, so the ring is exact."""
     m = np.asarray(mask, dtype=bool)
+    ring = np.zeros_like(m)
     if not m.any():
-        return np.zeros_like(m)
-    outside = (~m).astype(np.uint8)
-    dist = cv2.distanceTransform(outside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    return (~m) & (dist <= width_px) & np.asarray(valid, dtype=bool)
+        return ring
+    reach = int(np.ceil(width_px))
+    rows, cols = box_of(m)
+    r0, r1 = max(rows.start - reach, 0), min(rows.stop + reach, m.shape[0])
+    c0, c1 = max(cols.start - reach, 0), min(cols.stop + reach, m.shape[1])
+    outside = ~m[r0:r1, c0:c1]
+    dist = cv2.distanceTransform(outside.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    ring[r0:r1, c0:c1] = outside & (dist <= width_px)
+    return ring & np.asarray(valid, dtype=bool)
 
 
-def grid_entropy(p: np.ndarray) -> float:
-    """Normalised Shannon entropy of a distribution over grid cells (NaN without mass)."""
-    q = np.asarray(p, dtype=np.float64).ravel()
-    if q.sum() <= 0:
-        return float("nan")
-    q = q / q.sum()
-    nz = q[q > 0]
-    return float(-(nz * np.log(nz)).sum() / np.log(q.size))
+def grid_entropy(p: np.ndarray) -> np.ndarray | float:
+    """Normalised Shannon entropy of a distribution over grid cells (NaN without mass); over
+    the last two axes, so a stack of maps gives one entropy each."""
+    q = np.asarray(p, dtype=np.float64)
+    flat = q.reshape(-1) if q.ndim <= 2 else q.reshape(*q.shape[:-2], -1)
+    total = flat.sum(axis=-1, keepdims=True)
+    r = np.divide(flat, total, out=np.zeros_like(flat), where=total > 0)
+    plogp = np.where(r > 0, r * np.log(np.where(r > 0, r, 1.0)), 0.0)
+    h = np.where(total[..., 0] > 0, -plogp.sum(axis=-1) / np.log(flat.shape[-1]), np.nan)
+    return float(h) if h.ndim == 0 else h
 
 
 def class_stats(
@@ -72,27 +87,8 @@ def class_stats(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(:data:`STAT_NAMES` values, grid map) of one class's CAM in one image (NaN stats and a
     zero map when the CAM has no mass on valid pixels)."""
-    v = np.asarray(valid, dtype=bool)
-    a = np.where(v, np.asarray(cam, dtype=np.float64), 0.0)
-    total = a.sum()
-    grid_map = to_grid(a, v, grid)
-    if not total > 0:
-        return np.full(len(STAT_NAMES), np.nan), grid_map
-    m = np.asarray(mask, dtype=bool) & v
-    rows, cols = box_of(v)
-    height, width = rows.stop - rows.start, cols.stop - cols.start
-    ys = (np.arange(a.shape[0]) - rows.start + 0.5) / height
-    xs = (np.arange(a.shape[1]) - cols.start + 0.5) / width
-    values = np.array(
-        [
-            a[m].sum() / total,
-            a[ring_mask(m, v, ring * height)].sum() / total,
-            float((a.sum(axis=0) * xs).sum() / total),
-            float((a.sum(axis=1) * ys).sum() / total),
-            grid_entropy(grid_map),
-        ]
-    )
-    return values, grid_map
+    stats, maps = image_stats(np.asarray(cam)[None], np.asarray(mask)[None], valid, ring, grid)
+    return stats[0], maps[0]
 
 
 def image_stats(
@@ -102,11 +98,42 @@ def image_stats(
     ring: float,
     grid: tuple[int, int],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Stats (P, 5) and grid maps (P, rows, cols) of P classes' CAMs (P, H, W) in one image."""
-    out = [class_stats(c, m, valid, ring, grid) for c, m in zip(cams, masks, strict=True)]
-    if not out:
+    """Stats (P, 5) and grid maps (P, rows, cols) of P classes' CAMs (P, H, W) in one image.
+
+    Every statistic lives on valid pixels, so the work runs on the valid box alone, all
+    classes at once (float64 sums); the ring and the grid map are per class."""
+    v = np.asarray(valid, dtype=bool)
+    if len(cams) == 0:
         return np.zeros((0, len(STAT_NAMES))), np.zeros((0, *grid))
-    return np.stack([s for s, _ in out]), np.stack([g for _, g in out])
+    rows, cols = box_of(v)
+    vb = v[rows, cols]
+    box = np.where(vb, np.asarray(cams, dtype=np.float32)[:, rows, cols], np.float32(0.0))
+    m = np.asarray(masks, dtype=bool)[:, rows, cols] & vb
+    height, width = vb.shape
+    totals = box.sum(axis=(1, 2), dtype=np.float64)
+    maps = np.stack([_grid_of(b, grid) for b in box])
+    ys = (np.arange(height) + 0.5) / height
+    xs = (np.arange(width) + 0.5) / width
+    on = np.array([b[k].sum(dtype=np.float64) for b, k in zip(box, m, strict=True)])
+    near = np.array(
+        [
+            b[ring_mask(k, vb, ring * height)].sum(dtype=np.float64)
+            for b, k in zip(box, m, strict=True)
+        ]
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = np.stack(
+            [
+                on / totals,
+                near / totals,
+                box.sum(axis=1, dtype=np.float64) @ xs / totals,
+                box.sum(axis=2, dtype=np.float64) @ ys / totals,
+                grid_entropy(maps),
+            ],
+            axis=1,
+        )
+    values[~(totals > 0)] = np.nan
+    return values, maps
 
 
 @dataclass(frozen=True)
