@@ -57,10 +57,10 @@ def test_ring_is_euclidean_and_stays_on_valid_pixels() -> None:
 
 def test_to_grid_area_averages_the_valid_box_into_a_distribution() -> None:
     cam = np.arange(32, dtype=float).reshape(4, 8)
-    grid = to_grid(cam, np.ones((4, 8), bool), (2, 4))
+    grid = to_grid(cam, (2, 4))
     blocks = cam.reshape(2, 2, 4, 2).sum(axis=(1, 3))
     np.testing.assert_allclose(grid, blocks / blocks.sum())
-    assert to_grid(np.zeros((4, 8)), np.ones((4, 8), bool), (2, 4)).sum() == 0
+    assert to_grid(np.zeros((4, 8)), (2, 4)).sum() == 0
 
 
 def test_padding_never_receives_attention_mass() -> None:

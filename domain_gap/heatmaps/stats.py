@@ -36,19 +36,15 @@ def box_of(valid: np.ndarray) -> tuple[slice, slice]:
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
-def _grid_of(box: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    """A zero-padded float32 valid box area-resampled to ``grid`` as a distribution."""
-    small = cv2.resize(box, (grid[1], grid[0]), interpolation=cv2.INTER_AREA)
+def to_grid(box: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """A map's valid box (padding already zeroed) area-resampled to ``grid`` (rows, cols), as
+    a distribution (sums to 1; all zeros when the map has no mass)."""
+    small = cv2.resize(
+        np.asarray(box, dtype=np.float32), (grid[1], grid[0]), interpolation=cv2.INTER_AREA
+    )
     small = np.clip(small.astype(np.float64), 0.0, None)
     total = small.sum()
     return small / total if total > 0 else np.zeros(grid)
-
-
-def to_grid(cam: np.ndarray, valid: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    """The map's valid box area-resampled to ``grid`` (rows, cols), as a distribution (sums to
-    1; all zeros when the map has no mass). Padding is zeroed first."""
-    rows, cols = box_of(valid)
-    return _grid_of(np.where(valid, np.asarray(cam, dtype=np.float32), 0.0)[rows, cols], grid)
 
 
 def ring_mask(mask: np.ndarray, valid: np.ndarray, width_px: float) -> np.ndarray:
@@ -77,7 +73,7 @@ def grid_entropy(p: np.ndarray) -> np.ndarray | float:
     flat = q.reshape(-1) if q.ndim <= 2 else q.reshape(*q.shape[:-2], -1)
     total = flat.sum(axis=-1, keepdims=True)
     r = np.divide(flat, total, out=np.zeros_like(flat), where=total > 0)
-    plogp = np.where(r > 0, r * np.log(np.where(r > 0, r, 1.0)), 0.0)
+    plogp = r * np.log(r, out=np.zeros_like(r), where=r > 0)  # 0 log 0 = 0
     h = np.where(total[..., 0] > 0, -plogp.sum(axis=-1) / np.log(flat.shape[-1]), np.nan)
     return float(h) if h.ndim == 0 else h
 
@@ -101,17 +97,21 @@ def image_stats(
     """Stats (P, 5) and grid maps (P, rows, cols) of P classes' CAMs (P, H, W) in one image.
 
     Every statistic lives on valid pixels, so the work runs on the valid box alone, all
-    classes at once (float64 sums); the ring and the grid map are per class."""
+    classes at once (float64 sums of the CAMs' own precision, at least float32); the ring
+    and the grid map are per class."""
     v = np.asarray(valid, dtype=bool)
     if len(cams) == 0:
         return np.zeros((0, len(STAT_NAMES))), np.zeros((0, *grid))
     rows, cols = box_of(v)
     vb = v[rows, cols]
-    box = np.where(vb, np.asarray(cams, dtype=np.float32)[:, rows, cols], np.float32(0.0))
+    cams = np.asarray(cams)
+    box = np.where(vb, cams[:, rows, cols].astype(np.result_type(cams, np.float32)), 0.0)
     m = np.asarray(masks, dtype=bool)[:, rows, cols] & vb
     height, width = vb.shape
-    totals = box.sum(axis=(1, 2), dtype=np.float64)
-    maps = np.stack([_grid_of(b, grid) for b in box])
+    by_col = box.sum(axis=1, dtype=np.float64)  # (P, width)
+    by_row = box.sum(axis=2, dtype=np.float64)  # (P, height)
+    totals = by_col.sum(axis=1)
+    maps = np.stack([to_grid(b, grid) for b in box])
     ys = (np.arange(height) + 0.5) / height
     xs = (np.arange(width) + 0.5) / width
     on = np.array([b[k].sum(dtype=np.float64) for b, k in zip(box, m, strict=True)])
@@ -126,8 +126,8 @@ def image_stats(
             [
                 on / totals,
                 near / totals,
-                box.sum(axis=1, dtype=np.float64) @ xs / totals,
-                box.sum(axis=2, dtype=np.float64) @ ys / totals,
+                by_col @ xs / totals,
+                by_row @ ys / totals,
                 grid_entropy(maps),
             ],
             axis=1,
